@@ -1,0 +1,311 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SBOMSourceType is one place an SBOM can come from.
+// +kubebuilder:validation:Enum=Attestation;Referrer;Generate
+type SBOMSourceType string
+
+// SBOM sources, in the order a policy may try them.
+const (
+	// SBOMSourceAttestation is a signed cosign in-toto attestation with an SBOM predicate.
+	SBOMSourceAttestation SBOMSourceType = "Attestation"
+	// SBOMSourceReferrer is an SBOM attached to the image as an OCI referrer.
+	SBOMSourceReferrer SBOMSourceType = "Referrer"
+	// SBOMSourceGenerate regenerates the SBOM from the image's layers with Syft.
+	SBOMSourceGenerate SBOMSourceType = "Generate"
+)
+
+// ImageTrustPolicySpec says which images a policy covers and what they must satisfy.
+// +kubebuilder:validation:XValidation:rule="!self.requireSignature || (has(self.authorities) && size(self.authorities) > 0)",message="authorities must list at least one key or keyless identity when requireSignature is true"
+type ImageTrustPolicySpec struct {
+	// Images are glob patterns matched against the image repository, with or without a tag,
+	// for example "registry.example.com/team/*" or "ghcr.io/org/app*". "*" matches within one
+	// path segment, "**" across segments.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=set
+	Images []string `json:"images"`
+
+	// NamespaceSelector limits the policy to running images in matching namespaces.
+	// Registry images found by a RegistryScan are matched by the scan's namespace.
+	// An empty or absent selector matches every namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// RequireSignature makes an image that no authority verifies Untrusted.
+	// +kubebuilder:default=true
+	// +optional
+	RequireSignature bool `json:"requireSignature"`
+
+	// Authorities that may sign the images. A signature from any one of them suffices.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Authorities []Authority `json:"authorities,omitempty"`
+
+	// Attestations that must be present and verified by the same authorities.
+	// +optional
+	Attestations AttestationRequirements `json:"attestations,omitempty"`
+
+	// BaseImage requirements, read from the image's org.opencontainers.image.base.* annotations
+	// or its base.image label.
+	// +optional
+	BaseImage BaseImageRequirements `json:"baseImage,omitempty"`
+
+	// AllowedRegistries lists registry hosts, optionally with a path prefix
+	// ("registry.example.com" or "registry.example.com/team"); images elsewhere are Untrusted.
+	// Empty allows every registry.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	// +optional
+	AllowedRegistries []string `json:"allowedRegistries,omitempty"`
+
+	// Vulnerabilities is the gate on scan findings.
+	// +optional
+	Vulnerabilities *VulnerabilityGate `json:"vulnerabilities,omitempty"`
+
+	// SBOMSources is the order in which SBOM sources are tried; the first that yields a
+	// trusted SBOM wins.
+	// +kubebuilder:default={Attestation,Referrer,Generate}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:XValidation:rule="self.all(x, self.exists_one(y, y == x))",message="sbomSources must not repeat a source"
+	// +optional
+	SBOMSources []SBOMSourceType `json:"sbomSources,omitempty"`
+
+	// AllowUnsignedReferrers accepts SBOM referrers that carry no valid signature from the
+	// authorities. Off by default: an unsigned SBOM can be swapped by anyone who can push.
+	// +optional
+	AllowUnsignedReferrers bool `json:"allowUnsignedReferrers,omitempty"`
+
+	// Schedule re-verifies signatures and attestations of matched images (signatures get
+	// removed, keys rotated, certificates expire).
+	// +kubebuilder:default="0 */6 * * *"
+	// +optional
+	Schedule CronSchedule `json:"schedule,omitempty"`
+}
+
+// Authority is one trusted signer: a cosign public key or a keyless (Fulcio) identity.
+// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="an authority sets exactly one of key or keyless"
+type Authority struct {
+	// Name identifies the authority in reports and events.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Key is a cosign public key.
+	// +optional
+	Key *KeyAuthority `json:"key,omitempty"`
+
+	// Keyless trusts short-lived certificates issued to an OIDC identity.
+	// +optional
+	Keyless *KeylessAuthority `json:"keyless,omitempty"`
+
+	// IgnoreTransparencyLog accepts signatures without a transparency-log (Rekor) proof.
+	// Needed for private deployments without Rekor; weakens keyless verification.
+	// +optional
+	IgnoreTransparencyLog bool `json:"ignoreTransparencyLog,omitempty"`
+
+	// RekorPublicKey is the PEM public key of a private Rekor instance, used to verify the
+	// offline inclusion bundle that cosign attaches to signatures.
+	// +kubebuilder:validation:MaxLength=8192
+	// +optional
+	RekorPublicKey string `json:"rekorPublicKey,omitempty"`
+}
+
+// KeyAuthority is a cosign public key, inline or from a Secret.
+// +kubebuilder:validation:XValidation:rule="has(self.data) != has(self.secretRef)",message="a key sets exactly one of data or secretRef"
+type KeyAuthority struct {
+	// Data is the PEM-encoded public key.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	// +kubebuilder:validation:XValidation:rule="self.contains('-----BEGIN PUBLIC KEY-----')",message="data must be a PEM public key (-----BEGIN PUBLIC KEY-----)"
+	// +optional
+	Data string `json:"data,omitempty"`
+
+	// SecretRef names a Secret key holding the PEM public key.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+}
+
+// KeylessAuthority trusts Fulcio-style certificates bound to an OIDC identity.
+type KeylessAuthority struct {
+	// Identities accepted; a certificate must match one of them.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Identities []KeylessIdentity `json:"identities"`
+
+	// Roots are PEM certificates of a private Fulcio CA. Without them the public Sigstore
+	// trust root is used.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Roots string `json:"roots,omitempty"`
+
+	// Intermediates are PEM intermediate certificates of a private Fulcio CA.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Intermediates string `json:"intermediates,omitempty"`
+
+	// CTLogPublicKey is the PEM public key of a private certificate transparency log.
+	// +kubebuilder:validation:MaxLength=8192
+	// +optional
+	CTLogPublicKey string `json:"ctLogPublicKey,omitempty"`
+
+	// IgnoreSCT accepts certificates without a signed certificate timestamp.
+	// +optional
+	IgnoreSCT bool `json:"ignoreSCT,omitempty"`
+}
+
+// KeylessIdentity is an OIDC issuer and subject, exact or as regular expressions.
+// +kubebuilder:validation:XValidation:rule="has(self.issuer) != has(self.issuerRegExp)",message="set exactly one of issuer or issuerRegExp"
+// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectRegExp)",message="set exactly one of subject or subjectRegExp"
+type KeylessIdentity struct {
+	// Issuer is the exact OIDC issuer URL.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// IssuerRegExp is a regular expression (RE2) for the OIDC issuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="''.matches(self) == ''.matches(self)",message="issuerRegExp must be a valid regular expression"
+	// +optional
+	IssuerRegExp string `json:"issuerRegExp,omitempty"`
+	// Subject is the exact certificate subject (email or URI).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// SubjectRegExp is a regular expression (RE2) for the certificate subject.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="''.matches(self) == ''.matches(self)",message="subjectRegExp must be a valid regular expression"
+	// +optional
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
+}
+
+// AttestationRequirements lists attestations an image must carry.
+type AttestationRequirements struct {
+	// SBOM requires a signed SBOM attestation (or signed referrer) rather than a generated SBOM.
+	// +optional
+	SBOM bool `json:"sbom,omitempty"`
+
+	// SLSAProvenance requires a signed SLSA provenance attestation (v0.2 or v1).
+	// +optional
+	SLSAProvenance *SLSAProvenanceRequirement `json:"slsaProvenance,omitempty"`
+}
+
+// SLSAProvenanceRequirement requires provenance and optionally pins its builder.
+type SLSAProvenanceRequirement struct {
+	// AllowedBuilderIDs lists accepted builder ids; empty accepts any builder.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=set
+	// +optional
+	AllowedBuilderIDs []string `json:"allowedBuilderIDs,omitempty"`
+}
+
+// BaseImageRequirements constrains the image an image was built from.
+type BaseImageRequirements struct {
+	// RequireSigned makes an image Untrusted when its declared base image carries no
+	// signature from the policy's authorities, or declares no base image at all.
+	// +optional
+	RequireSigned bool `json:"requireSigned,omitempty"`
+}
+
+// VulnerabilityGate fails images with findings at or above a severity.
+type VulnerabilityGate struct {
+	// FailOnSeverity fails the image when a finding is at least this severe.
+	// +kubebuilder:default=Critical
+	// +optional
+	FailOnSeverity Severity `json:"failOnSeverity,omitempty"`
+
+	// OnlyFixed counts only findings for which a fixed version exists.
+	// +optional
+	OnlyFixed bool `json:"onlyFixed,omitempty"`
+
+	// Ignore lists accepted findings; each entry expires so exceptions get reviewed.
+	// +kubebuilder:validation:MaxItems=256
+	// +listType=map
+	// +listMapKey=id
+	// +optional
+	Ignore []VulnerabilityException `json:"ignore,omitempty"`
+}
+
+// VulnerabilityException accepts one vulnerability id (or alias) until it expires.
+type VulnerabilityException struct {
+	// ID is a vulnerability id or alias, for example CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	ID string `json:"id"`
+	// Reason the finding is accepted.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason"`
+	// Expires is when the exception stops applying. Absent means never.
+	// +optional
+	Expires *metav1.Time `json:"expires,omitempty"`
+}
+
+// ImageTrustPolicyStatus is the observed state of an ImageTrustPolicy.
+type ImageTrustPolicyStatus struct {
+	// ObservedGeneration is the generation last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// MatchedReports counts the reports this policy currently applies to.
+	// +optional
+	MatchedReports int32 `json:"matchedReports,omitempty"`
+	// LastVerificationTime is when the scheduled re-verification last ran.
+	// +optional
+	LastVerificationTime *metav1.Time `json:"lastVerificationTime,omitempty"`
+	// NextVerificationTime is when the next scheduled re-verification runs.
+	// +optional
+	NextVerificationTime *metav1.Time `json:"nextVerificationTime,omitempty"`
+	// Conditions: Ready, Reconciling, Stalled.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ImageTrustPolicy states which signers, attestations, registries and vulnerability levels
+// are acceptable for the images it matches.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=itp,categories=imagetrust
+// +kubebuilder:printcolumn:name="Signature",type=boolean,JSONPath=`.spec.requireSignature`,description="Signature required"
+// +kubebuilder:printcolumn:name="Fail On",type=string,JSONPath=`.spec.vulnerabilities.failOnSeverity`
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
+// +kubebuilder:printcolumn:name="Reports",type=integer,JSONPath=`.status.matchedReports`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ImageTrustPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ImageTrustPolicySpec   `json:"spec"`
+	Status ImageTrustPolicyStatus `json:"status,omitempty"`
+}
+
+// ImageTrustPolicyList is a list of ImageTrustPolicy.
+// +kubebuilder:object:root=true
+type ImageTrustPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImageTrustPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ImageTrustPolicy{}, &ImageTrustPolicyList{})
+}
