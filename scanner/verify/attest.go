@@ -1,0 +1,223 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/oci"
+	ctypes "github.com/sigstore/cosign/v2/pkg/types"
+)
+
+// Attestation is a verified in-toto statement about the digest.
+type Attestation struct {
+	// PredicateType is the statement's predicate type, taken from the signed statement (not
+	// from the unsigned OCI annotation).
+	PredicateType string `json:"predicateType"`
+	// Predicate is the raw predicate JSON.
+	Predicate json.RawMessage `json:"predicate"`
+	// Signer is who signed the attestation.
+	Signer Signer `json:"signer"`
+}
+
+// AttestationResult is the outcome of VerifyAttestations.
+type AttestationResult struct {
+	State State `json:"state"`
+	// Attestations lists every (attestation, authority) pair that verified.
+	Attestations []Attestation `json:"attestations,omitempty"`
+	// Reason explains the state in terms a person can act on.
+	Reason string `json:"reason,omitempty"`
+}
+
+// VerifyAttestations checks the cosign attestations stored for ref against every authority.
+// An attestation verifies only if its in-toto subject is ref's digest, so an attestation
+// copied from another image is rejected even though its signature is genuine.
+func (v *Verifier) VerifyAttestations(ctx context.Context, ref name.Digest, auths []Authority) AttestationResult {
+	run, res, ok := v.start(ctx, ref, auths, "attestation")
+	if !ok {
+		return AttestationResult{State: res.state, Reason: res.reason}
+	}
+	out := run.verifyAll(ctx, func(c *compiled) *cosign.CheckOpts {
+		co := run.checkOpts(c)
+		co.ClaimVerifier = attestationClaims
+		return co
+	}, func(ctx context.Context, att oci.Signature, co *cosign.CheckOpts) error {
+		// VerifyBlobAttestation is cosign's per-attestation check (DSSE signature, certificate,
+		// bundle, then ClaimVerifier against run.hash), the same one VerifyImageAttestations
+		// loops over.
+		_, err := cosign.VerifyBlobAttestation(ctx, att, run.hash, co)
+		return err
+	}, func(att oci.Signature) error {
+		_, err := statementFor(att, run.hash)
+		return err
+	})
+	result := AttestationResult{State: out.state, Reason: out.reason}
+	for _, c := range run.auths {
+		for _, h := range out.hits {
+			if h.signer.Authority != c.name {
+				continue
+			}
+			st, err := statementFor(h.sig, run.hash)
+			if err != nil { // checked in verifyAll; kept for fail-closed clarity
+				return AttestationResult{State: Error, Reason: "internal error: " + err.Error()}
+			}
+			result.Attestations = append(result.Attestations, Attestation{
+				PredicateType: st.PredicateType,
+				Predicate:     st.Predicate,
+				Signer:        h.signer,
+			})
+		}
+	}
+	return result
+}
+
+func attestationClaims(sig oci.Signature, h v1.Hash, ann map[string]interface{}) error {
+	if err := cosign.IntotoSubjectClaimVerifier(sig, h, ann); err != nil {
+		return fmt.Errorf("attestation subject is not %s (copied from another artifact?): %w", h, err)
+	}
+	return nil
+}
+
+type statement struct {
+	Type          string `json:"_type"`
+	PredicateType string `json:"predicateType"`
+	Subject       []struct {
+		Name   string            `json:"name"`
+		Digest map[string]string `json:"digest"`
+	} `json:"subject"`
+	Predicate json.RawMessage `json:"predicate"`
+}
+
+// statementFor decodes the DSSE envelope of a verified attestation and re-checks that the
+// statement is about h, independently of cosign's claim verifier.
+func statementFor(att oci.Signature, h v1.Hash) (*statement, error) {
+	pl, err := att.Payload()
+	if err != nil {
+		return nil, err
+	}
+	var env struct {
+		PayloadType string `json:"payloadType"`
+		Payload     string `json:"payload"`
+	}
+	if err := json.Unmarshal(pl, &env); err != nil {
+		return nil, fmt.Errorf("decoding DSSE envelope: %w", err)
+	}
+	if env.PayloadType != ctypes.IntotoPayloadType {
+		return nil, fmt.Errorf("unexpected DSSE payload type %q", env.PayloadType)
+	}
+	raw, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("decoding DSSE payload: %w", err)
+	}
+	var st statement
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("decoding in-toto statement: %w", err)
+	}
+	for _, s := range st.Subject {
+		if d, ok := s.Digest[h.Algorithm]; ok && d == h.Hex {
+			return &st, nil
+		}
+	}
+	return nil, fmt.Errorf("attestation subject is not %s", h)
+}
+
+// SBOM formats returned by SBOMFromAttestation; they are syft's format IDs.
+const (
+	FormatSPDXJSON      = "spdx-json"
+	FormatSPDXTagValue  = "spdx-tag-value"
+	FormatCycloneDXJSON = "cyclonedx-json"
+	FormatCycloneDXXML  = "cyclonedx-xml"
+	FormatSyftJSON      = "syft-json"
+)
+
+// SBOMFromAttestation extracts the SBOM document from an SPDX, CycloneDX or syft-JSON
+// attestation. Predicates stored as a JSON string (cosign's `--type spdx` for tag-value, or a
+// string-wrapped document) are unwrapped. ok is false for other predicate types or an empty
+// predicate.
+func SBOMFromAttestation(a Attestation) (format string, doc []byte, ok bool) {
+	pt := strings.TrimSuffix(a.PredicateType, "/")
+	var jsonFormat, textFormat string
+	switch {
+	case isVersioned(pt, "https://spdx.dev/Document"):
+		jsonFormat, textFormat = FormatSPDXJSON, FormatSPDXTagValue
+	case isVersioned(pt, "https://cyclonedx.org/bom"):
+		jsonFormat, textFormat = FormatCycloneDXJSON, FormatCycloneDXXML
+	case isVersioned(pt, "https://syft.dev/bom"):
+		jsonFormat = FormatSyftJSON
+	default:
+		return "", nil, false
+	}
+	p := bytes.TrimSpace(a.Predicate)
+	if len(p) > 0 && p[0] == '"' {
+		var s string
+		if err := json.Unmarshal(p, &s); err != nil {
+			return "", nil, false
+		}
+		p = bytes.TrimSpace([]byte(s))
+		if len(p) > 0 && p[0] != '{' {
+			if textFormat == "" {
+				return "", nil, false
+			}
+			return textFormat, p, true
+		}
+	}
+	if len(p) == 0 || p[0] != '{' || !json.Valid(p) {
+		return "", nil, false
+	}
+	return jsonFormat, p, true
+}
+
+// isVersioned accepts base itself and base followed by a version path ("/v2.3", "/v1.5").
+func isVersioned(pt, base string) bool {
+	return pt == base || (strings.HasPrefix(pt, base+"/v") && len(pt) > len(base)+2)
+}
+
+// Provenance is what the scanner needs from a SLSA provenance attestation.
+type Provenance struct {
+	PredicateType string `json:"predicateType"`
+	// BuilderID identifies the build platform that produced the artifact.
+	BuilderID string `json:"builderID"`
+}
+
+// ProvenanceFromAttestation reads the builder id of a SLSA provenance attestation: v0.1 and
+// v0.2 (predicate.builder.id) or v1 (predicate.runDetails.builder.id). ok is false for other
+// predicate types or when the builder id is missing.
+func ProvenanceFromAttestation(a Attestation) (Provenance, bool) {
+	var id string
+	switch a.PredicateType {
+	case "https://slsa.dev/provenance/v0.1", "https://slsa.dev/provenance/v0.2":
+		var p struct {
+			Builder struct {
+				ID string `json:"id"`
+			} `json:"builder"`
+		}
+		if err := json.Unmarshal(a.Predicate, &p); err != nil {
+			return Provenance{}, false
+		}
+		id = p.Builder.ID
+	case "https://slsa.dev/provenance/v1":
+		var p struct {
+			RunDetails struct {
+				Builder struct {
+					ID string `json:"id"`
+				} `json:"builder"`
+			} `json:"runDetails"`
+		}
+		if err := json.Unmarshal(a.Predicate, &p); err != nil {
+			return Provenance{}, false
+		}
+		id = p.RunDetails.Builder.ID
+	default:
+		return Provenance{}, false
+	}
+	if id == "" {
+		return Provenance{}, false
+	}
+	return Provenance{PredicateType: a.PredicateType, BuilderID: id}, true
+}

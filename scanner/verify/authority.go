@@ -1,0 +1,245 @@
+package verify
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/tuf"
+)
+
+// Authority is one party whose signatures are accepted: either a public key or a keyless
+// (certificate) identity policy. Exactly one of PublicKeyPEM and Keyless is set.
+type Authority struct {
+	// Name identifies the authority in results and reasons.
+	Name string `json:"name"`
+	// PublicKeyPEM is a PKIX PEM public key (ECDSA, ed25519 or RSA).
+	PublicKeyPEM []byte `json:"publicKeyPEM,omitempty"`
+	// Keyless accepts Fulcio-style certificates chaining to the given roots.
+	Keyless *Keyless `json:"keyless,omitempty"`
+	// IgnoreTlog accepts signatures without transparency-log proof. Off by default: then a
+	// signature must carry a Rekor bundle signed by one of RekorPublicKeyPEM's keys.
+	IgnoreTlog bool `json:"ignoreTlog,omitempty"`
+	// RekorPublicKeyPEM holds one or more ECDSA PEM keys of trusted Rekor logs, used to check
+	// Rekor bundles offline.
+	RekorPublicKeyPEM []byte `json:"rekorPublicKeyPEM,omitempty"`
+}
+
+// Keyless is the certificate policy of a keyless authority.
+type Keyless struct {
+	// Identities lists accepted (issuer, subject) pairs; a certificate must match one.
+	Identities []Identity `json:"identities"`
+	// RootsPEM are the trusted root certificates (e.g. Fulcio's, or a private CA's).
+	RootsPEM []byte `json:"rootsPEM"`
+	// IntermediatesPEM are optional intermediates; when empty the chain stored with the
+	// signature is used to build the path (the roots still decide trust).
+	IntermediatesPEM []byte `json:"intermediatesPEM,omitempty"`
+	// CTLogPublicKeyPEM holds one or more PEM keys of trusted certificate-transparency logs,
+	// used to check the SCT embedded in certificates.
+	CTLogPublicKeyPEM []byte `json:"ctLogPublicKeyPEM,omitempty"`
+	// IgnoreSCT accepts certificates without a verifiable SCT.
+	IgnoreSCT bool `json:"ignoreSCT,omitempty"`
+}
+
+// Identity matches a certificate's OIDC issuer and subject (SAN), each either exactly or by a
+// regular expression. One issuer form and one subject form are required.
+type Identity struct {
+	Issuer        string `json:"issuer,omitempty"`
+	IssuerRegExp  string `json:"issuerRegExp,omitempty"`
+	Subject       string `json:"subject,omitempty"`
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
+}
+
+// Validate reports configuration mistakes in words a user can fix; an authority that fails it
+// never verifies anything.
+func (a Authority) Validate() error {
+	_, err := compile(a)
+	return err
+}
+
+// compiled is an authority parsed once per verification call.
+type compiled struct {
+	name string
+	// key-based
+	verifier    signature.Verifier
+	fingerprint string
+	// keyless
+	roots, intermediates *x509.CertPool
+	identities           []cosign.Identity
+	subjectREs           []*regexp.Regexp // nil entries for exact subjects
+	ctLog                *cosign.TrustedTransparencyLogPubKeys
+	ignoreSCT            bool
+	// transparency log
+	ignoreTlog bool
+	rekor      *cosign.TrustedTransparencyLogPubKeys
+}
+
+func (c *compiled) keyless() bool { return c.roots != nil }
+
+func compile(a Authority) (*compiled, error) {
+	if a.Name == "" {
+		return nil, errors.New("authority: name is required")
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("authority %q: %s", a.Name, fmt.Sprintf(format, args...))
+	}
+	hasKey := len(bytes.TrimSpace(a.PublicKeyPEM)) > 0
+	switch {
+	case hasKey && a.Keyless != nil:
+		return nil, fail("set either publicKey or keyless, not both")
+	case !hasKey && a.Keyless == nil:
+		return nil, fail("one of publicKey or keyless is required")
+	}
+	c := &compiled{name: a.Name, ignoreTlog: a.IgnoreTlog}
+
+	if hasKey {
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(a.PublicKeyPEM)
+		if err != nil {
+			return nil, fail("publicKey is not a valid PEM public key: %v", err)
+		}
+		// SHA-256 is what cosign signs and verifies with for ECDSA and RSA keys.
+		v, err := signature.LoadVerifier(pub, crypto.SHA256)
+		if err != nil {
+			return nil, fail("publicKey: unsupported key: %v", err)
+		}
+		c.verifier = v
+		if c.fingerprint, err = Fingerprint(pub); err != nil {
+			return nil, fail("publicKey: %v", err)
+		}
+	} else {
+		k := a.Keyless
+		if len(k.Identities) == 0 {
+			return nil, fail("keyless: at least one identity (issuer and subject) is required")
+		}
+		for i, id := range k.Identities {
+			if err := checkIdentity(id); err != nil {
+				return nil, fail("keyless.identities[%d]: %v", i, err)
+			}
+			c.identities = append(c.identities, cosign.Identity{
+				Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp,
+				Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
+			})
+			var re *regexp.Regexp
+			if id.SubjectRegExp != "" {
+				re = regexp.MustCompile(id.SubjectRegExp) // checked above
+			}
+			c.subjectREs = append(c.subjectREs, re)
+		}
+		roots, err := certPool(k.RootsPEM)
+		if err != nil {
+			return nil, fail("keyless.roots: %v", err)
+		}
+		if roots == nil {
+			return nil, fail("keyless.roots: at least one PEM root certificate is required")
+		}
+		c.roots = roots
+		if c.intermediates, err = certPool(k.IntermediatesPEM); err != nil {
+			return nil, fail("keyless.intermediates: %v", err)
+		}
+		if len(bytes.TrimSpace(k.CTLogPublicKeyPEM)) > 0 {
+			if c.ctLog, err = logKeys(k.CTLogPublicKeyPEM, false); err != nil {
+				return nil, fail("keyless.ctLogPublicKey: %v", err)
+			}
+		}
+		c.ignoreSCT = k.IgnoreSCT
+	}
+	if len(bytes.TrimSpace(a.RekorPublicKeyPEM)) > 0 {
+		var err error
+		if c.rekor, err = logKeys(a.RekorPublicKeyPEM, true); err != nil {
+			return nil, fail("rekorPublicKey: %v", err)
+		}
+	}
+	return c, nil
+}
+
+func checkIdentity(id Identity) error {
+	switch {
+	case id.Issuer != "" && id.IssuerRegExp != "":
+		return errors.New("set either issuer or issuerRegExp, not both")
+	case id.Issuer == "" && id.IssuerRegExp == "":
+		return errors.New("issuer or issuerRegExp is required")
+	case id.Subject != "" && id.SubjectRegExp != "":
+		return errors.New("set either subject or subjectRegExp, not both")
+	case id.Subject == "" && id.SubjectRegExp == "":
+		return errors.New("subject or subjectRegExp is required")
+	}
+	if id.IssuerRegExp != "" {
+		if _, err := regexp.Compile(id.IssuerRegExp); err != nil {
+			return fmt.Errorf("issuerRegExp is not a valid regular expression: %v", err)
+		}
+	}
+	if id.SubjectRegExp != "" {
+		if _, err := regexp.Compile(id.SubjectRegExp); err != nil {
+			return fmt.Errorf("subjectRegExp is not a valid regular expression: %v", err)
+		}
+	}
+	return nil
+}
+
+// certPool parses PEM certificates; nil, nil when data holds none.
+func certPool(data []byte) (*x509.CertPool, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("invalid PEM certificates: %v", err)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// logKeys parses the PEM public keys of transparency logs into cosign's log-ID-keyed set.
+func logKeys(data []byte, ecdsaOnly bool) (*cosign.TrustedTransparencyLogPubKeys, error) {
+	keys := cosign.NewTrustedTransparencyLogPubKeys()
+	rest := bytes.TrimSpace(data)
+	for len(rest) > 0 {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("invalid PEM public key")
+		}
+		rest = bytes.TrimSpace(rest)
+		one := pem.EncodeToMemory(block)
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(one)
+		if err != nil {
+			return nil, fmt.Errorf("invalid PEM public key: %v", err)
+		}
+		if _, ok := pub.(*ecdsa.PublicKey); ecdsaOnly && !ok {
+			return nil, errors.New("must be an ECDSA key (cosign accepts only ECDSA Rekor keys)")
+		}
+		if err := keys.AddTransparencyLogPubKey(one, tuf.Active); err != nil {
+			return nil, fmt.Errorf("invalid PEM public key: %v", err)
+		}
+	}
+	if len(keys.Keys) == 0 {
+		return nil, errors.New("no PEM public key found")
+	}
+	return &keys, nil
+}
+
+// Fingerprint is "SHA256:" followed by the hex SHA-256 of the DER (PKIX) encoding of pub.
+func Fingerprint(pub crypto.PublicKey) (string, error) {
+	der, err := cryptoutils.MarshalPublicKeyToDER(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return "SHA256:" + hex.EncodeToString(sum[:]), nil
+}
