@@ -52,6 +52,10 @@ func (v *Verifier) VerifyAttestations(ctx context.Context, ref name.Digest, auth
 		// bundle, then ClaimVerifier against run.hash), the same one VerifyImageAttestations
 		// loops over.
 		_, err := cosign.VerifyBlobAttestation(ctx, att, run.hash, co)
+		if err != nil && strings.Contains(err.Error(), "accepted signatures do not match threshold") {
+			// go-securesystemslib's wording for "the envelope signature is not this key's".
+			return fmt.Errorf("invalid DSSE envelope signature (%w)", err)
+		}
 		return err
 	}, func(att oci.Signature) error {
 		_, err := statementFor(att, run.hash)

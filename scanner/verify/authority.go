@@ -19,45 +19,51 @@ import (
 )
 
 // Authority is one party whose signatures are accepted: either a public key or a keyless
-// (certificate) identity policy. Exactly one of PublicKeyPEM and Keyless is set.
+// (certificate) identity policy. Exactly one of PublicKeyPEM and Keyless is set. It is a
+// library type, not a wire format: callers map their own configuration onto it.
 type Authority struct {
 	// Name identifies the authority in results and reasons.
-	Name string `json:"name"`
+	Name string
 	// PublicKeyPEM is a PKIX PEM public key (ECDSA, ed25519 or RSA).
-	PublicKeyPEM []byte `json:"publicKeyPEM,omitempty"`
+	PublicKeyPEM []byte
 	// Keyless accepts Fulcio-style certificates chaining to the given roots.
-	Keyless *Keyless `json:"keyless,omitempty"`
+	Keyless *Keyless
 	// IgnoreTlog accepts signatures without transparency-log proof. Off by default: then a
 	// signature must carry a Rekor bundle signed by one of RekorPublicKeyPEM's keys.
-	IgnoreTlog bool `json:"ignoreTlog,omitempty"`
+	IgnoreTlog bool
 	// RekorPublicKeyPEM holds one or more ECDSA PEM keys of trusted Rekor logs, used to check
 	// Rekor bundles offline.
-	RekorPublicKeyPEM []byte `json:"rekorPublicKeyPEM,omitempty"`
+	RekorPublicKeyPEM []byte
 }
 
 // Keyless is the certificate policy of a keyless authority.
 type Keyless struct {
 	// Identities lists accepted (issuer, subject) pairs; a certificate must match one.
-	Identities []Identity `json:"identities"`
+	Identities []Identity
 	// RootsPEM are the trusted root certificates (e.g. Fulcio's, or a private CA's).
-	RootsPEM []byte `json:"rootsPEM"`
-	// IntermediatesPEM are optional intermediates; when empty the chain stored with the
-	// signature is used to build the path (the roots still decide trust).
-	IntermediatesPEM []byte `json:"intermediatesPEM,omitempty"`
+	RootsPEM []byte
+	// IntermediatesPEM are optional intermediates. When set, only they are used to build the
+	// path; when empty the chain stored with the signature is (the roots still decide trust).
+	IntermediatesPEM []byte
 	// CTLogPublicKeyPEM holds one or more PEM keys of trusted certificate-transparency logs,
 	// used to check the SCT embedded in certificates.
-	CTLogPublicKeyPEM []byte `json:"ctLogPublicKeyPEM,omitempty"`
+	CTLogPublicKeyPEM []byte
 	// IgnoreSCT accepts certificates without a verifiable SCT.
-	IgnoreSCT bool `json:"ignoreSCT,omitempty"`
+	IgnoreSCT bool
 }
 
 // Identity matches a certificate's OIDC issuer and subject (SAN), each either exactly or by a
 // regular expression. One issuer form and one subject form are required.
 type Identity struct {
-	Issuer        string `json:"issuer,omitempty"`
-	IssuerRegExp  string `json:"issuerRegExp,omitempty"`
-	Subject       string `json:"subject,omitempty"`
-	SubjectRegExp string `json:"subjectRegExp,omitempty"`
+	// Issuer must equal the certificate's OIDC issuer.
+	Issuer string
+	// IssuerRegExp must match the OIDC issuer. Like cosign's, it is not anchored implicitly:
+	// write ^...$ to match the whole value.
+	IssuerRegExp string
+	// Subject must equal one of the certificate's SANs (email or URI).
+	Subject string
+	// SubjectRegExp must match one of the SANs; not anchored implicitly either.
+	SubjectRegExp string
 }
 
 // Validate reports configuration mistakes in words a user can fix; an authority that fails it

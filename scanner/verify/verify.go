@@ -281,7 +281,7 @@ func (r *run) verifyAll(ctx context.Context, opts func(*compiled) *cosign.CheckO
 	if n != 1 {
 		plural += "s"
 	}
-	reason := fmt.Sprintf("%d %s found, none verified by authorities [%s]: %s", n, plural, strings.Join(names, ", "), truncate(strings.Join(parts, "; "), 600))
+	reason := fmt.Sprintf("%d %s found, none verified by authorities [%s]: %s", n, plural, strings.Join(names, ", "), truncate(strings.Join(parts, " | "), 600))
 	if len(r.badAuth) > 0 {
 		// A misconfigured authority might have accepted the signature: the result is not a
 		// verdict on the image, so report it as an error to be fixed.

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imagetrust/imagetrust/scanner"
+	"github.com/imagetrust/imagetrust/scanner/policy"
+	"github.com/imagetrust/imagetrust/scanner/vulndb"
+)
+
+// ScanReportAPIVersion versions the JSON output of `imagetrust scan -o json`. Fields are only
+// ever added within a version; a removal or change of meaning bumps it.
+const ScanReportAPIVersion = "imagetrust.dev/scan/v1"
+
+// ScanReport is the documented JSON output of `imagetrust scan -o json` (see README).
+type ScanReport struct {
+	APIVersion string `json:"apiVersion"`
+	// Image is the reference as given on the command line.
+	Image string `json:"image"`
+	// Verdict over every platform: Untrusted if any is, else Unknown if any is, else Trusted.
+	Verdict string `json:"verdict"`
+	// DB is the vulnerability DB the findings come from.
+	DB DBInfo `json:"db"`
+	// Results has one entry per platform image.
+	Results []PlatformResult `json:"results"`
+}
+
+// DBInfo describes the vulnerability DB.
+type DBInfo struct {
+	Schema string    `json:"schema"`
+	Built  time.Time `json:"built"`
+	Source string    `json:"source,omitempty"`
+}
+
+// PlatformResult is the assessment of one platform image.
+type PlatformResult struct {
+	Repository  string             `json:"repository"`
+	Tag         string             `json:"tag,omitempty"`
+	Digest      string             `json:"digest"`
+	Platform    string             `json:"platform,omitempty"`
+	IndexDigest string             `json:"indexDigest,omitempty"`
+	Signature   SignatureJSON      `json:"signature"`
+	SBOM        SBOMJSON           `json:"sbom"`
+	Provenance  scanner.Provenance `json:"provenance"`
+	BaseImage   scanner.BaseImage  `json:"baseImage"`
+	Summary     scanner.Summary    `json:"summary"`
+	Scanned     bool               `json:"scanned"`
+	ScanReason  string             `json:"scanReason,omitempty"`
+	Findings    []FindingJSON      `json:"findings"`
+	Verdict     string             `json:"verdict"`
+	Failures    []FailureJSON      `json:"failures,omitempty"`
+}
+
+// SignatureJSON is the signature result.
+type SignatureJSON struct {
+	State   string       `json:"state"`
+	Signers []SignerJSON `json:"signers,omitempty"`
+	Reason  string       `json:"reason,omitempty"`
+}
+
+// SignerJSON identifies a signer.
+type SignerJSON struct {
+	Authority      string `json:"authority"`
+	KeyFingerprint string `json:"keyFingerprint,omitempty"`
+	Subject        string `json:"subject,omitempty"`
+	Issuer         string `json:"issuer,omitempty"`
+}
+
+// SBOMJSON describes the SBOM used.
+type SBOMJSON struct {
+	Source   string `json:"source"`
+	Format   string `json:"format,omitempty"`
+	Packages int    `json:"packages"`
+	Digest   string `json:"digest,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// FindingJSON is one vulnerability in one package.
+type FindingJSON struct {
+	ID            string   `json:"id"`
+	Aliases       []string `json:"aliases,omitempty"`
+	Severity      string   `json:"severity"`
+	Package       string   `json:"package"`
+	Version       string   `json:"version"`
+	Type          string   `json:"type"`
+	FixedVersions []string `json:"fixedVersions,omitempty"`
+	FixState      string   `json:"fixState,omitempty"`
+	Namespace     string   `json:"namespace,omitempty"`
+}
+
+// FailureJSON is a failed (or undecidable) policy check.
+type FailureJSON struct {
+	Policy  string `json:"policy"`
+	Check   string `json:"check"`
+	Message string `json:"message"`
+}
+
+func newReport(image string, results []*scanner.Assessment, db vulndb.Status) ScanReport {
+	r := ScanReport{
+		APIVersion: ScanReportAPIVersion, Image: image, Verdict: string(policy.Trusted),
+		DB:      DBInfo{Schema: db.SchemaVersion, Built: db.Built, Source: db.Source},
+		Results: []PlatformResult{},
+	}
+	if len(results) == 0 {
+		r.Verdict = string(policy.Unknown)
+	}
+	for _, a := range results {
+		pr := PlatformResult{
+			Repository: a.Image.Repository, Tag: a.Image.Tag, Digest: a.Image.Digest, Platform: a.Image.Platform,
+			IndexDigest: a.Image.IndexDigest,
+			Signature:   SignatureJSON{State: string(a.Verification.Signature.State), Reason: a.Verification.Signature.Reason},
+			Provenance:  a.Verification.Provenance, BaseImage: a.Verification.Base,
+			SBOM:     SBOMJSON{Source: "None", Reason: a.SBOMReason},
+			Findings: []FindingJSON{}, Verdict: string(a.Verdict.Verdict), ScanReason: a.ScanReason,
+		}
+		for _, s := range a.Verification.Signature.Signers {
+			pr.Signature.Signers = append(pr.Signature.Signers, SignerJSON(s))
+		}
+		if a.SBOM != nil {
+			pr.SBOM = SBOMJSON{Source: a.SBOM.Source, Format: a.SBOM.Format, Packages: a.SBOM.Packages, Digest: a.SBOM.Digest, Reason: a.SBOMReason}
+		}
+		if a.Scan != nil {
+			pr.Scanned = true
+			pr.Summary = a.Scan.Summary
+			for _, f := range scanner.TopFindings(a.Scan.Findings, len(a.Scan.Findings)) {
+				pr.Findings = append(pr.Findings, FindingJSON{
+					ID: f.ID, Aliases: f.Aliases, Severity: f.Severity, Package: f.Package, Version: f.Version,
+					Type: f.Type, FixedVersions: f.FixedVersions, FixState: f.FixState, Namespace: f.Namespace,
+				})
+			}
+		}
+		for _, res := range a.Verdict.Results {
+			for _, o := range res.Failures {
+				pr.Failures = append(pr.Failures, FailureJSON{Policy: res.Policy, Check: o.Check, Message: o.Message})
+			}
+		}
+		switch {
+		case pr.Verdict == string(policy.Untrusted):
+			r.Verdict = pr.Verdict
+		case pr.Verdict == string(policy.Unknown) && r.Verdict == string(policy.Trusted):
+			r.Verdict = pr.Verdict
+		}
+		r.Results = append(r.Results, pr)
+	}
+	return r
+}
+
+func writeJSON(w io.Writer, r ScanReport) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func writeTable(w io.Writer, r ScanReport, maxFindings int) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "IMAGE\t%s\n", r.Image)
+	fmt.Fprintf(tw, "VERDICT\t%s\n", r.Verdict)
+	fmt.Fprintf(tw, "DB\tschema %s, built %s\n", r.DB.Schema, r.DB.Built.Format(time.RFC3339))
+	for _, p := range r.Results {
+		fmt.Fprintln(tw)
+		fmt.Fprintf(tw, "DIGEST\t%s %s\n", p.Digest, p.Platform)
+		sig := p.Signature.State
+		for _, s := range p.Signature.Signers {
+			who := s.KeyFingerprint
+			if s.Subject != "" {
+				who = s.Subject + " (" + s.Issuer + ")"
+			}
+			sig += fmt.Sprintf("; %s: %s", s.Authority, who)
+		}
+		if p.Signature.Reason != "" && p.Signature.State != "Verified" {
+			sig += " — " + p.Signature.Reason
+		}
+		fmt.Fprintf(tw, "SIGNATURE\t%s\n", sig)
+		fmt.Fprintf(tw, "SBOM\t%s %s, %d packages\n", p.SBOM.Source, p.SBOM.Format, p.SBOM.Packages)
+		if p.Provenance.BuilderID != "" {
+			fmt.Fprintf(tw, "PROVENANCE\t%s\n", p.Provenance.BuilderID)
+		}
+		if p.BaseImage.Name != "" {
+			fmt.Fprintf(tw, "BASE IMAGE\t%s signed=%v\n", p.BaseImage.Name, len(p.BaseImage.Signers) > 0)
+		}
+		s := p.Summary
+		if p.Scanned {
+			fmt.Fprintf(tw, "VULNERABILITIES\tcritical %d, high %d, medium %d, low %d, negligible %d, unknown %d, fixable %d\n",
+				s.Critical, s.High, s.Medium, s.Low, s.Negligible, s.Unknown, s.Fixable)
+		} else {
+			fmt.Fprintf(tw, "VULNERABILITIES\tnot scanned: %s\n", p.ScanReason)
+		}
+		fmt.Fprintf(tw, "VERDICT\t%s\n", p.Verdict)
+		for _, f := range p.Failures {
+			fmt.Fprintf(tw, "  %s/%s\t%s\n", f.Policy, f.Check, f.Message)
+		}
+		if len(p.Findings) > 0 {
+			fmt.Fprintln(tw)
+			fmt.Fprintln(tw, "  ID\tSEVERITY\tPACKAGE\tINSTALLED\tFIXED IN\tTYPE")
+			for i, f := range p.Findings {
+				if i == maxFindings {
+					fmt.Fprintf(tw, "  … %d more (use -o json)\t\t\t\t\t\n", len(p.Findings)-maxFindings)
+					break
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Severity, f.Package, f.Version, strings.Join(f.FixedVersions, ", "), f.Type)
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// SARIF 2.1.0, the subset code-scanning dashboards read: one rule per vulnerability id, one
+// result per (vulnerability, package, platform).
+func writeSARIF(w io.Writer, r ScanReport) error {
+	type msg struct {
+		Text string `json:"text"`
+	}
+	type rule struct {
+		ID               string         `json:"id"`
+		ShortDescription msg            `json:"shortDescription"`
+		Properties       map[string]any `json:"properties,omitempty"`
+	}
+	type location struct {
+		PhysicalLocation struct {
+			ArtifactLocation struct {
+				URI string `json:"uri"`
+			} `json:"artifactLocation"`
+		} `json:"physicalLocation"`
+	}
+	type result struct {
+		RuleID    string     `json:"ruleId"`
+		Level     string     `json:"level"`
+		Message   msg        `json:"message"`
+		Locations []location `json:"locations"`
+	}
+	var rules []rule
+	seen := map[string]bool{}
+	results := []result{}
+	for _, p := range r.Results {
+		for _, f := range p.Findings {
+			if !seen[f.ID] {
+				seen[f.ID] = true
+				rules = append(rules, rule{ID: f.ID, ShortDescription: msg{Text: f.ID + " (" + f.Severity + ")"},
+					Properties: map[string]any{"security-severity": securitySeverity(f.Severity)}})
+			}
+			fix := "no fix available"
+			if len(f.FixedVersions) > 0 {
+				fix = "fixed in " + strings.Join(f.FixedVersions, ", ")
+			}
+			var loc location
+			loc.PhysicalLocation.ArtifactLocation.URI = p.Repository + "@" + p.Digest
+			results = append(results, result{
+				RuleID: f.ID, Level: sarifLevel(f.Severity),
+				Message:   msg{Text: fmt.Sprintf("%s %s %s is affected by %s (%s); %s", f.Type, f.Package, f.Version, f.ID, f.Severity, fix)},
+				Locations: []location{loc},
+			})
+		}
+	}
+	doc := map[string]any{
+		"$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+		"version": "2.1.0",
+		"runs": []any{map[string]any{
+			"tool":    map[string]any{"driver": map[string]any{"name": "imagetrust", "informationUri": "https://github.com/imagetrust/imagetrust", "rules": rules}},
+			"results": results,
+		}},
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
+
+func sarifLevel(sev string) string {
+	switch sev {
+	case "Critical", "High":
+		return "error"
+	case "Medium":
+		return "warning"
+	default:
+		return "note"
+	}
+}
+
+func securitySeverity(sev string) string {
+	return map[string]string{"Critical": "9.5", "High": "8.0", "Medium": "5.5", "Low": "2.0"}[sev]
+}

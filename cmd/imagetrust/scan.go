@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"sigs.k8s.io/yaml"
+
+	v1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/internal/policyconv"
+	"github.com/imagetrust/imagetrust/scanner"
+	"github.com/imagetrust/imagetrust/scanner/policy"
+	"github.com/imagetrust/imagetrust/scanner/registry"
+	"github.com/imagetrust/imagetrust/scanner/sbom"
+	"github.com/imagetrust/imagetrust/scanner/verify"
+	"github.com/imagetrust/imagetrust/scanner/vulndb"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type scanFlags struct {
+	keys                 stringList
+	identity, identityRE string
+	issuer, issuerRE     string
+	caRoots, caInter     string
+	rekorKey, ctlogKey   string
+	ignoreTlog           bool
+	ignoreSCT            bool
+	policyFile           string
+	failOn               string
+	onlyFixed            bool
+	dbDir, dbArchive     string
+	dbMaxAge             time.Duration
+	cacheDir             string
+	platforms            stringList
+	output               string
+	registryConfig       string
+	insecure             stringList
+	caFile               string
+	maxFindings          int
+	timeout              time.Duration
+}
+
+func defaultDir(sub string) string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "imagetrust", sub)
+	}
+	return filepath.Join(os.TempDir(), "imagetrust", sub)
+}
+
+func (f *scanFlags) register(fs *flag.FlagSet) {
+	fs.Var(&f.keys, "key", "cosign public key file (PEM); repeatable, any one may sign")
+	fs.StringVar(&f.identity, "certificate-identity", "", "keyless: expected certificate subject (email or URI)")
+	fs.StringVar(&f.identityRE, "certificate-identity-regexp", "", "keyless: regular expression for the certificate subject")
+	fs.StringVar(&f.issuer, "certificate-oidc-issuer", "", "keyless: expected OIDC issuer")
+	fs.StringVar(&f.issuerRE, "certificate-oidc-issuer-regexp", "", "keyless: regular expression for the OIDC issuer")
+	fs.StringVar(&f.caRoots, "ca-roots", "", "keyless: PEM file of trusted Fulcio root certificates (private Sigstore)")
+	fs.StringVar(&f.caInter, "ca-intermediates", "", "keyless: PEM file of Fulcio intermediate certificates")
+	fs.StringVar(&f.rekorKey, "rekor-public-key", "", "PEM file of a private Rekor's public key (offline bundle verification)")
+	fs.StringVar(&f.ctlogKey, "ctlog-public-key", "", "keyless: PEM file of a private CT log's public key")
+	fs.BoolVar(&f.ignoreTlog, "insecure-ignore-tlog", false, "accept signatures without transparency-log proof")
+	fs.BoolVar(&f.ignoreSCT, "insecure-ignore-sct", false, "keyless: accept certificates without an SCT")
+	fs.StringVar(&f.policyFile, "policy", "", "ImageTrustPolicy YAML file(s), comma separated; replaces the signature flags")
+	fs.StringVar(&f.failOn, "fail-on", "", "fail (Untrusted) on vulnerabilities at or above this severity: critical, high, medium, low")
+	fs.BoolVar(&f.onlyFixed, "only-fixed", false, "with --fail-on, count only vulnerabilities that have a fix")
+	fs.StringVar(&f.dbDir, "db-dir", defaultDir("db"), "Grype vulnerability DB directory")
+	fs.StringVar(&f.dbArchive, "db-archive", "", "import this Grype DB archive into --db-dir before scanning")
+	fs.DurationVar(&f.dbMaxAge, "db-max-age", 0, "refuse a DB built longer ago than this (0: no limit)")
+	fs.StringVar(&f.cacheDir, "cache-dir", defaultDir("sbom"), "SBOM cache directory (empty: no cache)")
+	fs.Var(&f.platforms, "platform", "platform of a multi-arch image to scan, os/arch[/variant]; repeatable (default: all)")
+	fs.StringVar(&f.output, "o", "table", "output format: table, json or sarif")
+	fs.StringVar(&f.registryConfig, "registry-config", "", "docker config.json or dockerconfigjson file with registry credentials (default: ~/.docker/config.json)")
+	fs.Var(&f.insecure, "insecure-registry", "registry host spoken to over plain HTTP or unverified TLS; repeatable")
+	fs.StringVar(&f.caFile, "registry-ca-file", "", "PEM CA bundle for registries with a private CA")
+	fs.IntVar(&f.maxFindings, "max-findings", 50, "findings listed in table output (json lists all)")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "overall time limit")
+}
+
+func runScan(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
+	var f scanFlags
+	f.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: imagetrust scan IMAGE [flags]\n\nExit status: 0 Trusted or Unknown, 2 Untrusted, 1 error.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	image, rest := splitPositional(args)
+	if err := fs.Parse(rest); err != nil {
+		return &exitError{code: 64, err: err}
+	}
+	if image == "" && fs.NArg() > 0 {
+		image = fs.Arg(0)
+	}
+	if image == "" {
+		fs.Usage()
+		return &exitError{code: 64, err: errors.New("scan needs an IMAGE")}
+	}
+	if f.output != "table" && f.output != "json" && f.output != "sarif" {
+		return &exitError{code: 64, err: fmt.Errorf("-o %q: want table, json or sarif", f.output)}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, f.timeout)
+	defer cancelT()
+
+	pols, err := f.policies(ctx)
+	if err != nil {
+		return err
+	}
+	sc, db, err := f.scanner(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	imgs, err := sc.Resolve(ctx, image, f.platforms)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", image, err)
+	}
+	var results []*scanner.Assessment
+	for _, img := range imgs {
+		a, err := sc.Assess(ctx, img, applicable(pols, img.Repository))
+		if err != nil {
+			return err
+		}
+		results = append(results, a)
+	}
+	report := newReport(image, results, db.Status())
+	switch f.output {
+	case "json":
+		err = writeJSON(stdout, report)
+	case "sarif":
+		err = writeSARIF(stdout, report)
+	default:
+		err = writeTable(stdout, report, f.maxFindings)
+	}
+	if err != nil {
+		return err
+	}
+	if report.Verdict == string(policy.Untrusted) {
+		return &exitError{code: 2, err: fmt.Errorf("%s is Untrusted", image)}
+	}
+	return nil
+}
+
+// splitPositional lets the image come before or after the flags, as cosign and grype allow.
+func splitPositional(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+func applicable(pols []scanner.Policy, repo string) []scanner.Policy {
+	var out []scanner.Policy
+	for _, p := range pols {
+		if policyconv.Applies(p, repo) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// policies builds the policies from --policy files, or one implicit policy from the flags.
+func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
+	if f.policyFile != "" {
+		var out []scanner.Policy
+		for _, path := range strings.Split(f.policyFile, ",") {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil, err
+			}
+			for i, doc := range strings.Split(string(data), "\n---") {
+				if strings.TrimSpace(doc) == "" {
+					continue
+				}
+				var p v1.ImageTrustPolicy
+				if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+					return nil, fmt.Errorf("%s document %d: %w", path, i+1, err)
+				}
+				if p.Kind != "ImageTrustPolicy" {
+					continue
+				}
+				applyPolicyDefaults(&p)
+				sp, err := policyconv.Convert(ctx, &p, nil)
+				if err != nil {
+					return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
+				}
+				out = append(out, sp)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%s holds no ImageTrustPolicy", f.policyFile)
+		}
+		return out, nil
+	}
+
+	p := scanner.Policy{Policy: policy.Policy{Name: "cli", Images: []string{"**"}}}
+	readPEM := func(path string) ([]byte, error) {
+		if path == "" {
+			return nil, nil
+		}
+		return os.ReadFile(path)
+	}
+	rekor, err := readPEM(f.rekorKey)
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range f.keys {
+		data, err := os.ReadFile(k)
+		if err != nil {
+			return nil, err
+		}
+		p.AuthorityConfigs = append(p.AuthorityConfigs, verify.Authority{
+			Name: fmt.Sprintf("cli/key-%d", i+1), PublicKeyPEM: data, IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor,
+		})
+	}
+	if f.identity != "" || f.identityRE != "" || f.issuer != "" || f.issuerRE != "" {
+		roots, err := readPEM(f.caRoots)
+		if err != nil {
+			return nil, err
+		}
+		if len(roots) == 0 {
+			return nil, errors.New("keyless verification needs --ca-roots (this build does not fetch the public Sigstore trust root)")
+		}
+		inter, err := readPEM(f.caInter)
+		if err != nil {
+			return nil, err
+		}
+		ct, err := readPEM(f.ctlogKey)
+		if err != nil {
+			return nil, err
+		}
+		p.AuthorityConfigs = append(p.AuthorityConfigs, verify.Authority{
+			Name: "cli/keyless", IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor,
+			Keyless: &verify.Keyless{
+				Identities: []verify.Identity{{Subject: f.identity, SubjectRegExp: f.identityRE, Issuer: f.issuer, IssuerRegExp: f.issuerRE}},
+				RootsPEM:   roots, IntermediatesPEM: inter, CTLogPublicKeyPEM: ct, IgnoreSCT: f.ignoreSCT,
+			},
+		})
+	}
+	for _, a := range p.AuthorityConfigs {
+		if err := a.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", a.Name, err)
+		}
+		p.Authorities = append(p.Authorities, a.Name)
+	}
+	p.RequireSignature = len(p.AuthorityConfigs) > 0
+	if f.failOn != "" {
+		sev := strings.ToUpper(f.failOn[:1]) + strings.ToLower(f.failOn[1:])
+		if policy.SeverityRank(sev) == 0 {
+			return nil, &exitError{code: 64, err: fmt.Errorf("--fail-on %q: want critical, high, medium, low or negligible", f.failOn)}
+		}
+		p.Vulnerabilities = &policy.VulnerabilityGate{FailOn: sev, OnlyFixed: f.onlyFixed}
+	}
+	if !p.RequireSignature && p.Vulnerabilities == nil {
+		return nil, nil // nothing to enforce: report only, verdict Unknown
+	}
+	return []scanner.Policy{p}, nil
+}
+
+// applyPolicyDefaults fills what the API server would default for a policy read from a file.
+func applyPolicyDefaults(p *v1.ImageTrustPolicy) {
+	if p.Spec.Vulnerabilities != nil && p.Spec.Vulnerabilities.FailOnSeverity == "" {
+		p.Spec.Vulnerabilities.FailOnSeverity = v1.SeverityCritical
+	}
+}
+
+func (f *scanFlags) scanner(ctx context.Context) (*scanner.Scanner, *vulndb.Manager, error) {
+	kc, err := f.keychain()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := registry.Options{Keychain: kc, Insecure: f.insecure}
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("%s holds no PEM certificate", f.caFile)
+		}
+		opts.RootCAs = pool
+	}
+	db, err := openDB(ctx, f.dbDir, f.dbArchive, f.dbMaxAge)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cache *sbom.Cache
+	if f.cacheDir != "" {
+		if cache, err = sbom.NewCache(f.cacheDir, 2<<30); err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+	}
+	sc, err := scanner.New(scanner.Config{Registry: registry.New(opts), DB: db, Cache: cache, MaxFindings: f.maxFindings})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return sc, db, nil
+}
+
+func (f *scanFlags) keychain() (authn.Keychain, error) {
+	path := f.registryConfig
+	if path == "" {
+		return authn.DefaultKeychain, nil
+	}
+	return registry.KeychainFromFile(path)
+}
+
+// openDB loads the installed DB, importing an archive first when one is given.
+func openDB(ctx context.Context, dir, archive string, maxAge time.Duration) (*vulndb.Manager, error) {
+	db, err := vulndb.New(vulndb.Config{Dir: dir, MaxAge: maxAge, ValidateChecksum: true})
+	if err != nil {
+		return nil, err
+	}
+	if archive != "" {
+		if _, err := db.Import(ctx, archive); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("importing %s: %w", archive, err)
+		}
+		return db, nil
+	}
+	if err := db.Load(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w (import one with `imagetrust db import FILE` or --db-archive)", err)
+	}
+	return db, nil
+}

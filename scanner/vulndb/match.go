@@ -1,0 +1,239 @@
+package vulndb
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/anchore/grype/grype"
+	"github.com/anchore/grype/grype/distro"
+	"github.com/anchore/grype/grype/match"
+	"github.com/anchore/grype/grype/matcher"
+	"github.com/anchore/grype/grype/matcher/dotnet"
+	"github.com/anchore/grype/grype/matcher/dpkg"
+	"github.com/anchore/grype/grype/matcher/golang"
+	"github.com/anchore/grype/grype/matcher/hex"
+	"github.com/anchore/grype/grype/matcher/java"
+	"github.com/anchore/grype/grype/matcher/javascript"
+	"github.com/anchore/grype/grype/matcher/python"
+	"github.com/anchore/grype/grype/matcher/rpm"
+	"github.com/anchore/grype/grype/matcher/ruby"
+	"github.com/anchore/grype/grype/matcher/rust"
+	"github.com/anchore/grype/grype/matcher/stock"
+	"github.com/anchore/grype/grype/pkg"
+	"github.com/anchore/grype/grype/version"
+	"github.com/anchore/grype/grype/vulnerability"
+	syftPkg "github.com/anchore/syft/syft/pkg"
+)
+
+// Finding is one vulnerability matched to one package.
+type Finding struct {
+	// ID is the vulnerability ID as recorded by its provider (CVE-…, GHSA-…).
+	ID string
+	// Aliases are related vulnerability IDs (e.g. the CVE of a GHSA), sorted.
+	Aliases []string
+	// Package and Version identify the affected package as the SBOM names it.
+	Package, Version string
+	// Type is the syft package type: deb, apk, go-module, npm, …
+	Type string
+	// PURL is the package URL from the SBOM, when present.
+	PURL string
+	// FixedVersions lists versions that fix the vulnerability (empty when not fixed).
+	FixedVersions []string
+	// FixState is fixed, not-fixed, wont-fix or unknown.
+	FixState string
+	// Severity is Critical, High, Medium, Low, Negligible or Unknown.
+	Severity string
+	// Namespace is grype's record namespace, e.g. "debian:distro:debian:12" or "github:language:go".
+	Namespace string
+	// Matchers names the grype matchers that found it (e.g. "dpkg-matcher"), sorted.
+	Matchers []string
+	// MatchTypes are how it matched (exact-direct-match, exact-indirect-match, cpe-match), sorted.
+	MatchTypes []string
+}
+
+// MatchResult is the outcome of matching one SBOM.
+type MatchResult struct {
+	// Findings are sorted by severity (highest first), then ID, package, version, type and namespace.
+	Findings []Finding
+	// Packages is the number of packages grype read from the SBOM.
+	Packages int
+	// DB describes the database the SBOM was matched against.
+	DB Status
+}
+
+// defaultIgnoreRules are the rules the grype CLI adds with its default configuration
+// (match-upstream-kernel-headers: false): kernel header packages do not inherit every kernel
+// vulnerability through their source package.
+var defaultIgnoreRules = []match.IgnoreRule{
+	{Package: match.IgnoreRulePackage{Name: "kernel-headers", UpstreamName: "kernel", Type: string(syftPkg.RpmPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux(-.*)?-headers-.*", UpstreamName: "linux.*", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux-libc-dev", UpstreamName: "linux", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux-kbuild-.*", UpstreamName: "linux.*", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+}
+
+// defaultMatcherConfig mirrors the grype CLI's default match configuration (options.defaultMatchConfig
+// and defaultExternalSources): CPE matching only for the stock matcher, no network lookups.
+func defaultMatcherConfig() matcher.Config {
+	return matcher.Config{
+		Java: java.MatcherConfig{ExternalSearchConfig: java.ExternalSearchConfig{
+			SearchMavenUpstream: false,
+			MavenBaseURL:        "https://search.maven.org/solrsearch/select",
+			MavenRateLimit:      300 * time.Millisecond,
+		}},
+		Ruby:       ruby.MatcherConfig{},
+		Python:     python.MatcherConfig{},
+		Dotnet:     dotnet.MatcherConfig{},
+		Javascript: javascript.MatcherConfig{},
+		Golang:     golang.MatcherConfig{},
+		Rust:       rust.MatcherConfig{},
+		Hex:        hex.MatcherConfig{},
+		Stock:      stock.MatcherConfig{UseCPEs: true},
+		Dpkg:       dpkg.MatcherConfig{MissingEpochStrategy: version.MissingEpochStrategyZero},
+		Rpm:        rpm.MatcherConfig{MissingEpochStrategy: version.MissingEpochStrategyAuto},
+	}
+}
+
+// providerConfig mirrors the SBOM part of the grype CLI's provider configuration: no distro
+// override, no generated CPEs, grype's default fix channels.
+func providerConfig() pkg.ProviderConfig {
+	return pkg.ProviderConfig{
+		SynthesisConfig: pkg.SynthesisConfig{
+			Distro: pkg.DistroConfig{FixChannels: distro.DefaultFixChannels()},
+		},
+	}
+}
+
+// Match decodes an SBOM document (syft JSON, SPDX JSON or CycloneDX JSON, detected from the
+// content) and matches its packages against the loaded database with grype's default matchers
+// and the CLI's default ignore rules. It fails with ErrSBOMTooLarge, ErrInvalidSBOM, ErrNoDB or
+// ErrStale rather than returning a possibly incomplete result.
+func (m *Manager) Match(ctx context.Context, sbom []byte) (*MatchResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if int64(len(sbom)) > m.cfg.MaxSBOMBytes {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the limit of %d", ErrSBOMTooLarge, len(sbom), m.cfg.MaxSBOMBytes)
+	}
+	h := m.acquire()
+	if h == nil {
+		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	}
+	defer h.inflight.Done()
+
+	st := m.statusOf(h)
+	if st.Stale {
+		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
+			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
+	}
+	if len(bytes.TrimSpace(sbom)) == 0 {
+		return nil, fmt.Errorf("%w: empty document", ErrInvalidSBOM)
+	}
+
+	pkgs, pkgCtx, _, err := pkg.ProvideFromReader(bytes.NewReader(sbom), providerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
+	}
+
+	vm := grype.VulnerabilityMatcher{
+		VulnerabilityProvider: h.provider,
+		Matchers:              matcher.NewDefaultMatchers(defaultMatcherConfig()),
+		IgnoreRules:           defaultIgnoreRules,
+	}
+	remaining, _, err := vm.FindMatchesContext(ctx, pkgs, pkgCtx)
+	if err != nil {
+		return nil, fmt.Errorf("vulndb: match: %w", err)
+	}
+
+	res := &MatchResult{Packages: len(pkgs), DB: st}
+	for _, mm := range remaining.Sorted() {
+		res.Findings = append(res.Findings, m.finding(h, mm))
+	}
+	SortFindings(res.Findings)
+	return res, nil
+}
+
+func (m *Manager) finding(h *handle, mm match.Match) Finding {
+	v := mm.Vulnerability
+	f := Finding{
+		ID:            v.ID,
+		Package:       mm.Package.Name,
+		Version:       mm.Package.Version,
+		Type:          string(mm.Package.Type),
+		PURL:          mm.Package.PURL,
+		FixedVersions: slices.Clone(v.Fix.Versions),
+		FixState:      string(v.Fix.State),
+		Namespace:     v.Namespace,
+		Severity:      severityOf(h, v),
+	}
+	if f.FixState == "" {
+		f.FixState = string(vulnerability.FixStateUnknown)
+	}
+	for _, r := range v.RelatedVulnerabilities {
+		if r.ID != v.ID && !slices.Contains(f.Aliases, r.ID) {
+			f.Aliases = append(f.Aliases, r.ID)
+		}
+	}
+	sort.Strings(f.Aliases)
+	for _, d := range mm.Details {
+		if s := string(d.Matcher); s != "" && !slices.Contains(f.Matchers, s) {
+			f.Matchers = append(f.Matchers, s)
+		}
+		if s := string(d.Type); s != "" && !slices.Contains(f.MatchTypes, s) {
+			f.MatchTypes = append(f.MatchTypes, s)
+		}
+	}
+	sort.Strings(f.Matchers)
+	sort.Strings(f.MatchTypes)
+	return f
+}
+
+// severityOf normalises grype's severity to one of the six names.
+func severityOf(h *handle, v vulnerability.Vulnerability) string {
+	md := v.Metadata
+	if md == nil {
+		// v6 attaches metadata to every vulnerability; the lookup is the documented fallback
+		if looked, err := h.provider.VulnerabilityMetadata(v.Reference); err == nil {
+			md = looked
+		}
+	}
+	sev := vulnerability.UnknownSeverity
+	if md != nil {
+		sev = vulnerability.ParseSeverity(md.Severity)
+	}
+	return severityNames[sev]
+}
+
+var severityNames = map[vulnerability.Severity]string{
+	vulnerability.UnknownSeverity:    "Unknown",
+	vulnerability.NegligibleSeverity: "Negligible",
+	vulnerability.LowSeverity:        "Low",
+	vulnerability.MediumSeverity:     "Medium",
+	vulnerability.HighSeverity:       "High",
+	vulnerability.CriticalSeverity:   "Critical",
+}
+
+// SeverityRank orders severity names: Critical 5 … Negligible 1, anything else (Unknown) 0.
+func SeverityRank(s string) int {
+	return int(vulnerability.ParseSeverity(s))
+}
+
+// SortFindings sorts findings deterministically: severity (highest first), then ID, package,
+// version, type and namespace.
+func SortFindings(fs []Finding) {
+	slices.SortStableFunc(fs, func(a, b Finding) int {
+		return cmp.Or(
+			cmp.Compare(SeverityRank(b.Severity), SeverityRank(a.Severity)),
+			cmp.Compare(a.ID, b.ID),
+			cmp.Compare(a.Package, b.Package),
+			cmp.Compare(a.Version, b.Version),
+			cmp.Compare(a.Type, b.Type),
+			cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.PURL, b.PURL),
+		)
+	})
+}
