@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 
@@ -135,17 +134,11 @@ func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platf
 func headFallbackOK(err error) bool {
 	var terr *transport.Error
 	if errors.As(err, &terr) {
-		switch terr.StatusCode {
-		case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotAcceptable, http.StatusNotImplemented:
-			return true
-		}
-		return false
+		return terr.StatusCode == http.StatusMethodNotAllowed || terr.StatusCode == http.StatusNotImplemented
 	}
-	var uerr *url.Error
-	if errors.As(err, &uerr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	return !strings.Contains(err.Error(), "does not match requested digest")
+	// ggcr's own complaints about a 200 HEAD lacking Content-Type, Content-Length or
+	// Docker-Content-Digest; anything else (network, TLS, ping) would fail the GET too.
+	return strings.Contains(err.Error(), "response did not include")
 }
 
 // sniffMediaType recovers the kind of a manifest served with a missing or generic

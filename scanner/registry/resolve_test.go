@@ -250,6 +250,7 @@ func TestResolveUnauthorized(t *testing.T) {
 		pushImage(t, reg, "app:1.0")
 		reg.Fail("/manifests/", "", http.StatusUnauthorized, -1, "")
 		c := newClient(t, reg, nil)
+		reg.Reset()
 		_, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
 		if !registry.IsUnauthorized(err) || registry.IsNotFound(err) || registry.IsTransient(err) {
 			t.Errorf("IsUnauthorized=%v IsNotFound=%v IsTransient=%v for %v", registry.IsUnauthorized(err), registry.IsNotFound(err), registry.IsTransient(err), err)
@@ -348,4 +349,43 @@ func TestResolveOverTLS(t *testing.T) {
 			t.Fatalf("Resolve = %+v, %v; want digest %s", got, err, want)
 		}
 	})
+}
+
+func TestResolveFallsBackToGetWhenHeadIsUnusable(t *testing.T) {
+	cases := []struct {
+		name string
+		head func(w http.ResponseWriter)
+	}{
+		{"HEAD without Docker-Content-Digest", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", string(types.OCIManifestSchema1))
+			w.Header().Set("Content-Length", "10")
+			w.WriteHeader(http.StatusOK)
+		}},
+		{"HEAD not allowed", func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := registrytest.New(t)
+			want := pushImage(t, reg, "app:1.0")
+			reg.Override(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
+					tc.head(w)
+					return true
+				}
+				return false
+			})
+			c := newClient(t, reg, nil)
+			reg.Reset()
+			got, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
+			if err != nil {
+				t.Fatalf("Resolve: %v", err)
+			}
+			assertResolved(t, got, []registry.Resolved{{Repository: reg.Repo("app"), Tag: "1.0", Digest: want}})
+			if m := reg.Counts().Manifests; m.HEAD != 1 || m.GET != 1 {
+				t.Errorf("manifest requests = %+v, want 1 HEAD then 1 GET", m)
+			}
+		})
+	}
 }

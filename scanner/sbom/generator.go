@@ -8,11 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anchore/stereoscope/pkg/file"
 	"github.com/anchore/stereoscope/pkg/image"
+	"github.com/anchore/stereoscope/pkg/image/oci"
 	"github.com/anchore/syft/syft"
 	"github.com/anchore/syft/syft/cataloging"
 	"github.com/anchore/syft/syft/cataloging/pkgcataloging"
 	"github.com/anchore/syft/syft/format/syftjson"
+	"github.com/anchore/syft/syft/source/stereoscopesource"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	// Syft's RPM and Nix catalogers open databases through database/sql's "sqlite" driver. This
@@ -27,9 +30,10 @@ import (
 // vulnerability matching the declared modules are still the best evidence available.
 var DefaultExtraCatalogers = []string{"go-module-file-cataloger"}
 
-// Generator builds an SBOM with Syft by pulling the image straight from its registry (never a
-// container daemon). Layers are unpacked into a private temporary directory that is removed when
-// Fetch returns, whether it succeeds, fails or is cancelled.
+// Generator builds an SBOM with Syft by pulling the image straight from its registry with
+// stereoscope's OCI registry provider (never a container daemon). Layers are unpacked under
+// $TMPDIR into a directory private to the call and removed when Fetch returns, whether it
+// succeeds, fails or is cancelled.
 type Generator struct {
 	// Registry is how stereoscope reaches registries: InsecureUseHTTP for plain-HTTP hosts,
 	// InsecureSkipTLSVerify, CAFileOrDir, Credentials or a Keychain (with neither, the default
@@ -58,18 +62,27 @@ func (g *Generator) Fetch(ctx context.Context, img name.Digest) (*SBOM, error) {
 	}
 	ref := img.String()
 	regOpts := g.Registry
-	// only stereoscope's registry provider: Syft's "registry" tag also selects the OCI-model
-	// provider, which would answer for a non-image artifact with an SBOM of something else
-	getCfg := syft.DefaultGetSourceConfig().WithSources(image.OciRegistrySource).WithRegistryOptions(&regOpts)
-	if g.Platform != nil {
-		getCfg = getCfg.WithPlatform(g.Platform)
-	}
-	src, err := syft.GetSource(ctx, ref, getCfg)
+
+	// This is what syft.GetSource does for the "oci-registry" source, minus two things: the
+	// temporary directory generator is ours, so every directory is removed on every path
+	// (stereoscope's shared generator leaves its directories behind when the manifest cannot
+	// be fetched, and remembers every generator it ever handed out), and Syft's OCI-model
+	// provider is never consulted (it would describe a non-image artifact instead of failing).
+	tmp := file.NewTempDirGenerator("imagetrust-sbom")
+	defer func() { _ = tmp.Cleanup() }()
+	provider := oci.NewRegistryProvider(tmp, regOpts, ref, g.Platform)
+	// lower layers' squashed trees are built only if read, as syft.GetSource arranges
+	stImg, err := provider.Provide(image.WithLazyLayerSquashes(ctx))
 	if err != nil {
 		return nil, g.fail(ctx, img, "pulling image", err)
 	}
-	// Close removes the unpacked layers; it must run on every path once the source exists
-	defer func() { _ = src.Close() }()
+	// closes layer files before the directories go
+	defer func() { _ = stImg.Cleanup() }()
+	src := stereoscopesource.New(stImg, stereoscopesource.ImageConfig{
+		Reference:       ref,
+		Platform:        g.Platform,
+		RegistryOptions: &regOpts,
+	})
 
 	s, err := syft.CreateSBOM(ctx, src, g.createConfig())
 	if err != nil {

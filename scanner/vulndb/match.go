@@ -165,7 +165,7 @@ func (m *Manager) finding(h *handle, mm match.Match) Finding {
 		Version:       mm.Package.Version,
 		Type:          string(mm.Package.Type),
 		PURL:          mm.Package.PURL,
-		FixedVersions: slices.Clone(v.Fix.Versions),
+		FixedVersions: nonEmpty(v.Fix.Versions),
 		FixState:      string(v.Fix.State),
 		Namespace:     v.Namespace,
 		Severity:      severityOf(h, v),
@@ -190,6 +190,13 @@ func (m *Manager) finding(h *handle, mm match.Match) Finding {
 	sort.Strings(f.Matchers)
 	sort.Strings(f.MatchTypes)
 	return f
+}
+
+func nonEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
 }
 
 // severityOf normalises grype's severity to one of the six names.

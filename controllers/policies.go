@@ -1,0 +1,257 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/robfig/cron/v3"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/scanner"
+	"github.com/imagetrust/imagetrust/scanner/policy"
+	"github.com/imagetrust/imagetrust/scanner/verify"
+)
+
+// DefaultPolicySchedule is the re-verification schedule of a policy that sets none (the CRD
+// defaults it too; this covers objects written before the default existed).
+const DefaultPolicySchedule = "0 */6 * * *"
+
+// compiledPolicy is an ImageTrustPolicy turned into what the scanner evaluates, plus what the
+// controllers need around it: the namespace selector, the schedule, and the problems a person
+// has to fix. A policy with problems still applies (its images are reported), but its verdict
+// is Unknown with the problem as the reason: an image must not look Trusted because its
+// policy's key could not be read.
+type compiledPolicy struct {
+	Name       string
+	Generation int64
+	Scanner    scanner.Policy
+	Selector   labels.Selector // nil matches every namespace
+	Schedule   cron.Schedule   // nil when the schedule does not parse
+	// Problems are configuration errors (missing Secret, invalid key, bad selector/schedule).
+	Problems []string
+	// SecretRefs are the Secrets the policy reads keys from, for the watch index.
+	SecretRefs []types.NamespacedName
+}
+
+// Stalled reports whether a person must fix the policy.
+func (p *compiledPolicy) Stalled() bool { return len(p.Problems) > 0 }
+
+// AuthorityName is how an authority of a policy is named in signers and reports; authority names
+// are unique only within one policy.
+func AuthorityName(policyName, authority string) string { return policyName + "/" + authority }
+
+// compilePolicy converts an ImageTrustPolicy. Secrets are read through reader (the API reader:
+// Secrets are never cached by the manager). Only a failing API call is returned as an error;
+// everything a person must fix lands in Problems.
+func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha1.ImageTrustPolicy) (*compiledPolicy, error) {
+	s := p.Spec
+	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation}
+	pp := policy.Policy{
+		Name:                   p.Name,
+		Images:                 append([]string(nil), s.Images...),
+		RequireSignature:       s.RequireSignature,
+		RequireSBOMAttestation: s.Attestations.SBOM,
+		RequireSignedBase:      s.BaseImage.RequireSigned,
+		AllowedRegistries:      append([]string(nil), s.AllowedRegistries...),
+	}
+	if s.Attestations.SLSAProvenance != nil {
+		pp.RequireProvenance = true
+		pp.AllowedBuilderIDs = append([]string(nil), s.Attestations.SLSAProvenance.AllowedBuilderIDs...)
+	}
+	if g := s.Vulnerabilities; g != nil {
+		gate := &policy.VulnerabilityGate{FailOn: string(g.FailOnSeverity), OnlyFixed: g.OnlyFixed}
+		for _, ex := range g.Ignore {
+			e := policy.Exception{ID: ex.ID, Reason: ex.Reason}
+			if ex.Expires != nil {
+				e.Expires = ex.Expires.Time
+			}
+			gate.Ignore = append(gate.Ignore, e)
+		}
+		pp.Vulnerabilities = gate
+	}
+	var auths []verify.Authority
+	for _, a := range s.Authorities {
+		full := AuthorityName(p.Name, a.Name)
+		va := verify.Authority{Name: full, IgnoreTlog: a.IgnoreTransparencyLog, RekorPublicKeyPEM: []byte(a.RekorPublicKey)}
+		switch {
+		case a.Key != nil && a.Key.SecretRef != nil:
+			ref := a.Key.SecretRef
+			cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
+			data, problem, err := readSecretKey(ctx, reader, ref.Namespace, ref.Name, ref.Key)
+			if err != nil {
+				return nil, err
+			}
+			if problem != "" {
+				cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: %s", a.Name, problem))
+				continue
+			}
+			va.PublicKeyPEM = data
+		case a.Key != nil:
+			va.PublicKeyPEM = []byte(a.Key.Data)
+		case a.Keyless != nil:
+			k := a.Keyless
+			if strings.TrimSpace(k.Roots) == "" {
+				cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: keyless.roots is empty; imagetrust verifies offline and does not fetch the public Sigstore trust root, so set keyless.roots (and keyless.intermediates) to the Fulcio CA certificates", a.Name))
+				continue
+			}
+			kl := &verify.Keyless{
+				RootsPEM:          []byte(k.Roots),
+				IntermediatesPEM:  []byte(k.Intermediates),
+				CTLogPublicKeyPEM: []byte(k.CTLogPublicKey),
+				IgnoreSCT:         k.IgnoreSCT,
+			}
+			for _, id := range k.Identities {
+				kl.Identities = append(kl.Identities, verify.Identity{
+					Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
+				})
+			}
+			va.Keyless = kl
+		default:
+			cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: sets neither key nor keyless", a.Name))
+			continue
+		}
+		if err := va.Validate(); err != nil {
+			cp.Problems = append(cp.Problems, err.Error())
+			continue
+		}
+		auths = append(auths, va)
+		pp.Authorities = append(pp.Authorities, full)
+	}
+	cp.Scanner = scanner.Policy{Policy: pp, AuthorityConfigs: auths, AllowUnsignedReferrers: s.AllowUnsignedReferrers}
+	for _, src := range s.SBOMSources {
+		cp.Scanner.SBOMSources = append(cp.Scanner.SBOMSources, string(src))
+	}
+	if s.NamespaceSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)
+		if err != nil {
+			cp.Problems = append(cp.Problems, "namespaceSelector: "+err.Error())
+			sel = labels.Nothing()
+		}
+		cp.Selector = sel
+	}
+	sched := string(s.Schedule)
+	if sched == "" {
+		sched = DefaultPolicySchedule
+	}
+	if cs, err := cron.ParseStandard(sched); err != nil {
+		cp.Problems = append(cp.Problems, fmt.Sprintf("schedule %q: %v", sched, err))
+	} else {
+		cp.Schedule = cs
+	}
+	return cp, nil
+}
+
+// readSecretKey reads one key of a Secret. problem is set (and err nil) for what a person must
+// fix; it names the Secret and key, never the data.
+func readSecretKey(ctx context.Context, reader client.Reader, namespace, name, key string) (data []byte, problem string, err error) {
+	var sec corev1.Secret
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &sec); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Sprintf("Secret %s/%s not found", namespace, name), nil
+		}
+		if apierrors.IsForbidden(err) {
+			return nil, fmt.Sprintf("not allowed to read Secret %s/%s", namespace, name), nil
+		}
+		return nil, "", fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
+	}
+	v, ok := sec.Data[key]
+	if !ok {
+		return nil, fmt.Sprintf("Secret %s/%s has no key %q", namespace, name, key), nil
+	}
+	return v, "", nil
+}
+
+// appliesTo reports whether the policy covers an image (repository plus the tags it was seen
+// under) in a namespace with the given labels.
+func (p *compiledPolicy) appliesTo(repo string, tags []string, nsLabels map[string]string) bool {
+	if p.Selector != nil && !p.Selector.Matches(labels.Set(nsLabels)) {
+		return false
+	}
+	return imageMatches(p.Scanner.Images, repo, tags)
+}
+
+// imageMatches applies policy.MatchImage to the repository and every repo:tag. Patterns naming
+// Docker Hub as "docker.io" also match the scanner's canonical "index.docker.io".
+func imageMatches(patterns []string, repo string, tags []string) bool {
+	for _, pat := range patterns {
+		pats := []string{pat}
+		if strings.HasPrefix(pat, "docker.io/") {
+			pats = append(pats, "index."+pat)
+		}
+		for _, pt := range pats {
+			if policy.MatchImage(pt, repo) {
+				return true
+			}
+			for _, t := range tags {
+				if policy.MatchImage(pt, repo+":"+t) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// authorityKey fingerprints the authority material of a set of policies: a verification is
+// reused only while it was made against exactly these authorities.
+func authorityKey(pols []*compiledPolicy) string {
+	var all []verify.Authority
+	for _, p := range pols {
+		all = append(all, p.Scanner.AuthorityConfigs...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	b, _ := json.Marshal(all)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// scannerPolicies unwraps compiled policies for the scanner, in name order.
+func scannerPolicies(pols []*compiledPolicy) []scanner.Policy {
+	out := make([]scanner.Policy, 0, len(pols))
+	for _, p := range pols {
+		out = append(out, p.Scanner)
+	}
+	return out
+}
+
+// evaluate applies the namespace's policies to an assessment: healthy policies through the
+// scanner's pure evaluation, stalled ones as Unknown with their problems as the reason.
+func evaluate(pols []*compiledPolicy, a *scanner.Assessment, now timeNow) policy.Combined {
+	var healthy []scanner.Policy
+	for _, p := range pols {
+		if !p.Stalled() {
+			healthy = append(healthy, p.Scanner)
+		}
+	}
+	c := scanner.Evaluate(healthy, a, now())
+	for _, p := range pols {
+		if !p.Stalled() {
+			continue
+		}
+		r := policy.Result{Policy: p.Name, Verdict: policy.Unknown}
+		for _, msg := range p.Problems {
+			r.Failures = append(r.Failures, policy.Outcome{Check: "policy", Indeterminate: true, Message: "policy cannot be enforced: " + msg})
+		}
+		c.Results = append(c.Results, r)
+		c.Policies = append(c.Policies, p.Name)
+		if c.Verdict == policy.Trusted || len(healthy) == 0 {
+			if c.Verdict != policy.Untrusted {
+				c.Verdict = policy.Unknown
+			}
+		}
+	}
+	sort.Strings(c.Policies)
+	sort.SliceStable(c.Results, func(i, j int) bool { return c.Results[i].Policy < c.Results[j].Policy })
+	return c
+}
