@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
@@ -76,6 +77,10 @@ type Scanner struct {
 
 	metaMu sync.Mutex
 	meta   map[string]imageMeta // by digest: manifests are immutable
+
+	// sbomFlight makes concurrent requests for one digest's SBOM share a single fetch or
+	// generation: ten pods starting with the same new image cost one pull.
+	sbomFlight singleflight.Group
 }
 
 // New builds a Scanner.
@@ -269,6 +274,17 @@ type SBOMResult struct {
 // SBOM returns the image's SBOM: from the cache when present (and no better source is already
 // at hand), else from the first source in the policies' order that yields a trusted one.
 func (s *Scanner) SBOM(ctx context.Context, img Image, pols []Policy, v Verification) (SBOMResult, error) {
+	key := img.Digest
+	if v.attestedSBOM != nil {
+		key += "+attested"
+	}
+	res, err, _ := s.sbomFlight.Do(key, func() (any, error) {
+		return s.sbom(ctx, img, pols, v)
+	})
+	return res.(SBOMResult), err
+}
+
+func (s *Scanner) sbom(ctx context.Context, img Image, pols []Policy, v Verification) (SBOMResult, error) {
 	if s.cfg.Cache != nil {
 		cached, ok, err := s.cfg.Cache.Get(img.Digest)
 		if err == nil && ok && (cached.Source == sbom.SourceAttested || v.attestedSBOM == nil) {

@@ -83,7 +83,7 @@ func newWorld(t testing.TB) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.sc, err = scanner.New(scanner.Config{Registry: registry.New(registry.Options{}), DB: w.db, Cache: cache})
+	w.sc, err = scanner.New(scanner.Config{Registry: registry.New(registry.Options{RequestsPerSecond: -1}), DB: w.db, Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/base64"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -158,7 +159,7 @@ var secretPatterns = []struct {
 	re   *regexp.Regexp
 	repl string
 }{
-	{regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/\-]+=*`), "$1 REDACTED"},
+	{regexp.MustCompile(`(?i)(authorization:\s*)(bearer|basic)\s+\S+`), "$1$2 REDACTED"},
 	{regexp.MustCompile(`(?i)\b((?:access_|refresh_|id_|registry|identity)?token|password|passwd|secret|sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|x-goog-credential)=[^&\s"'<>]+`), "$1=REDACTED"},
 	{regexp.MustCompile(`(?i)"((?:access_|refresh_)?token|password|auth|identitytoken|registrytoken)"\s*:\s*"[^"]*"`), `"$1":"REDACTED"`},
 }
@@ -208,7 +209,30 @@ func SanitizeText(s string) string {
 	for _, p := range secretPatterns {
 		s = p.re.ReplaceAllString(s, p.repl)
 	}
+	s = bearerPattern.ReplaceAllStringFunc(s, func(m string) string {
+		word, tok, _ := strings.Cut(m, " ")
+		if tok == "REDACTED" || !looksLikeToken(tok) {
+			return m
+		}
+		return word + " REDACTED"
+	})
 	return s
+}
+
+// bearerPattern finds "Bearer <x>" / "Basic <x>" outside an Authorization header; looksLikeToken
+// then decides, so prose such as "basic authentication" survives.
+var bearerPattern = regexp.MustCompile(`(?i)\b(?:bearer|basic) [A-Za-z0-9._~+/\-]+=*`)
+
+// looksLikeToken: base64 of "user:pass", or something long with the digits and punctuation of a
+// JWT or opaque token.
+func looksLikeToken(s string) bool {
+	if raw, err := base64.StdEncoding.DecodeString(s); err == nil && strings.Contains(string(raw), ":") {
+		return true
+	}
+	if len(s) < 12 {
+		return false
+	}
+	return strings.ContainsAny(s, "0123456789._-+/=")
 }
 
 // sanitizedError carries a scrubbed message while keeping the original chain reachable through

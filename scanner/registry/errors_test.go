@@ -92,3 +92,20 @@ func TestTypedErrorsSurviveSanitising(t *testing.T) {
 		t.Errorf("context errors: Canceled must not be transient, DeadlineExceeded must be")
 	}
 }
+
+func TestSanitizeTextKeepsProse(t *testing.T) {
+	cases := map[string]string{
+		"registry requires basic authentication":             "registry requires basic authentication",
+		"bearer token exchange failed":                       "bearer token exchange failed",
+		"Authorization: Basic dXNlcjpwYXNz rejected":         "Authorization: Basic REDACTED rejected",
+		"sent basic dXNlcjpwYXNz":                            "sent basic REDACTED",
+		"got Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig from cache": "got Bearer REDACTED from cache",
+		"refresh_token=abc&scope=pull":                       "refresh_token=REDACTED&scope=pull",
+		`{"password":"hunter2","user":"bob"}`:                `{"password":"REDACTED","user":"bob"}`,
+	}
+	for in, want := range cases {
+		if got := registry.SanitizeText(in); got != want {
+			t.Errorf("SanitizeText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

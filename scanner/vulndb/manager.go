@@ -550,7 +550,7 @@ func (m *Manager) Update(ctx context.Context) (changed bool, err error) {
 	if cur := m.current(); cur != nil {
 		desc = cur.desc
 	}
-	listing := SanitizeURL(m.distCfg.LatestURL)
+	listing := SanitizeURL(listingURL(m.distCfg.LatestURL))
 	candidate, err := m.client.IsUpdateAvailable(desc)
 	if err != nil {
 		return false, m.fail(sanitized(ErrUpdate, "check listing "+listing, err))
@@ -564,6 +564,15 @@ func (m *Manager) Update(ctx context.Context) (changed bool, err error) {
 		return false, m.fail(sanitized(ErrUpdate, "resolve archive URL from "+listing, err))
 	}
 	return m.installLocked(ctx, archiveURL, sourceRecord{Source: SanitizeURL(archiveURL), ArchiveDigest: candidate.Checksum}, ErrUpdate)
+}
+
+// listingURL resolves the listing location the way grype's distribution client does: a URL
+// not ending in .json is a base under which v6/latest.json lives.
+func listingURL(u string) string {
+	if strings.HasSuffix(u, ".json") {
+		return u
+	}
+	return fmt.Sprintf("%s/v%d/%s", strings.TrimRight(u, "/"), v6.ModelVersion, distribution.LatestFileName)
 }
 
 // fileDigest returns "sha256:<hex>" of a file, the form grype listings and OCI use.

@@ -258,12 +258,18 @@ func (k staticKeychain) Resolve(res authn.Resource) (authn.Authenticator, error)
 	return authn.Anonymous, nil
 }
 
+// Transport returns an HTTP transport that reaches this registry (trusting its CA with TLS),
+// without credentials.
+func (r *Registry) Transport() http.RoundTripper {
+	return r.srv.Client().Transport
+}
+
 // RemoteOptions are ggcr options that reach this registry: its credentials and, with TLS, a
 // transport trusting its CA. Used by Push; handy for tests that talk to it directly.
 func (r *Registry) RemoteOptions(ctx context.Context) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(r.Keychain())}
 	if r.cfg.tls {
-		opts = append(opts, remote.WithTransport(r.srv.Client().Transport))
+		opts = append(opts, remote.WithTransport(r.Transport()))
 	}
 	return opts
 }
