@@ -510,15 +510,15 @@ func TestRBACRoles(t *testing.T) {
 		admin = "rbac.authorization.k8s.io/aggregate-to-admin"
 	)
 	aggregation := map[string][]string{
-		"imagetrust-imagetrustreport-viewer-role":  {view, edit, admin},
-		"imagetrust-imagetrustpolicy-viewer-role":  {view, edit, admin},
-		"imagetrust-registryscan-viewer-role":      {view, edit, admin},
-		"imagetrust-registryscan-editor-role":      {edit, admin},
-		"imagetrust-imagetrustreport-editor-role":  nil, // reports are the manager's to write
-		"imagetrust-imagetrustpolicy-editor-role":  nil, // cluster-wide trust decisions: bind explicitly
-		"imagetrust-manager-role":                  nil,
-		"imagetrust-metrics-reader":                nil,
-		"imagetrust-metrics-auth-role":             nil,
+		"imagetrust-imagetrustreport-viewer-role": {view, edit, admin},
+		"imagetrust-imagetrustpolicy-viewer-role": {view, edit, admin},
+		"imagetrust-registryscan-viewer-role":     {view, edit, admin},
+		"imagetrust-registryscan-editor-role":     {edit, admin},
+		"imagetrust-imagetrustreport-editor-role": nil, // reports are the manager's to write
+		"imagetrust-imagetrustpolicy-editor-role": nil, // cluster-wide trust decisions: bind explicitly
+		"imagetrust-manager-role":                 nil,
+		"imagetrust-metrics-reader":               nil,
+		"imagetrust-metrics-auth-role":            nil,
 	}
 	for name, want := range aggregation {
 		u := find(t, objs, "ClusterRole", name)

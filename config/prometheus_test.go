@@ -159,7 +159,9 @@ var (
 	reMatchers    = regexp.MustCompile(`\{[^{}]*\}`)
 	reRange       = regexp.MustCompile(`\[[^\[\]]*\]`)
 	reGrouping    = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)`)
-	reIdent       = regexp.MustCompile(`[a-zA-Z0-9_:.]+`)
+	reWord        = regexp.MustCompile(`[a-zA-Z0-9_:.]+`)
+	reIdentifier  = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	reAlertName   = regexp.MustCompile(`^ImageTrust[A-Z][A-Za-z]+$`)
 	promqlKeyword = map[string]bool{"and": true, "or": true, "unless": true, "bool": true, "offset": true, "inf": true, "nan": true, "atan2": true}
 )
 
@@ -178,9 +180,9 @@ func metricNames(expr string) (names, groupingLabels []string) {
 	e = reGrouping.ReplaceAllString(e, " ")
 	e = reMatchers.ReplaceAllString(e, " ")
 	e = reRange.ReplaceAllString(e, " ")
-	for _, loc := range reIdent.FindAllStringIndex(e, -1) {
+	for _, loc := range reWord.FindAllStringIndex(e, -1) {
 		word := e[loc[0]:loc[1]]
-		if !regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`).MatchString(word) {
+		if !reIdentifier.MatchString(word) {
 			continue // a number or a duration such as 1h
 		}
 		if promqlKeyword[strings.ToLower(word)] || strings.HasPrefix(strings.TrimLeft(e[loc[1]:], " \t\n"), "(") {
@@ -202,7 +204,7 @@ func exported(name string) bool {
 
 func checkAlert(t *testing.T, r alertRule) {
 	t.Helper()
-	if !regexp.MustCompile(`^ImageTrust[A-Z][A-Za-z]+$`).MatchString(r.Alert) {
+	if !reAlertName.MatchString(r.Alert) {
 		t.Errorf("alert name %q: want ImageTrust<CamelCase>", r.Alert)
 	}
 	if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") || strings.Count(r.Expr, "{") != strings.Count(r.Expr, "}") ||

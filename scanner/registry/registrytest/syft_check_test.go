@@ -38,11 +38,11 @@ func TestSyftCataloguesFixtures(t *testing.T) {
 		version   string
 		want      []string // name@version:type
 	}{
-		{"debian", "deb:1", registrytest.DebianImage([]registrytest.Pkg{{Name: "libssl3", Version: "3.0.11-1~deb12u2"}}), "debian", "12",
+		{"debian", "deb:1", registrytest.DebianImage([]registrytest.Pkg{{Name: "libssl3", Version: "3.0.11-1~deb12u2"}}), "debian", "12.5", // syft refines VERSION_ID with /etc/debian_version
 			[]string{"libssl3@3.0.11-1~deb12u2:deb"}},
 		{"alpine", "alp:1", registrytest.AlpineImage([]registrytest.Pkg{{Name: "musl", Version: "1.2.4_git20230717-r4"}}), "alpine", "3.19.1",
 			[]string{"musl@1.2.4_git20230717-r4:apk"}},
-		{"app", "app:1", app, "debian", "12",
+		{"app", "app:1", app, "debian", "12.5", // syft refines VERSION_ID with /etc/debian_version
 			[]string{"golang.org/x/text@v0.3.7:go-module", "imagetrust-demo-app@1.0.0:npm", "lodash@4.17.20:npm"}},
 	}
 	for _, tc := range cases {
