@@ -11,6 +11,13 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 KUBE_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.7.0
 
+# OLM bundle: channels follow https://olm.operatorframework.io/docs/best-practices/channel-naming
+BUNDLE_IMG ?= ghcr.io/imagetrust/imagetrust-bundle:v$(VERSION)
+BUNDLE_CHANNELS ?= candidate
+BUNDLE_DEFAULT_CHANNEL ?= candidate
+# Deployment targets talk to the cluster in KUBECONFIG with this kubectl.
+KUBECTL ?= kubectl
+
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -58,13 +65,24 @@ control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8
 	@KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane ## Run every test against the real control plane built by hack/control-plane.sh.
-	KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
+test: control-plane $(KUSTOMIZE) dockerfile-check ## Run every test against the real control plane built by hack/control-plane.sh.
+	KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
 		go test $(GOTEST_FLAGS) ./...
 
+.PHONY: dockerfile-check
+dockerfile-check: ## Parse Dockerfile and bundle.Dockerfile with BuildKit's parser and check the image hardening.
+	cd hack/dockerfile-check && go test $(GOTEST_FLAGS) ./...
+
 .PHONY: verify
-verify: generate manifests fmt ## Regenerate everything and fail if the tree changed.
+verify: generate manifests fmt bundle ## Regenerate everything (code, manifests, OLM bundle) and fail if the tree changed.
 	@hack/verify-clean.sh
+
+##@ Demo
+
+.PHONY: demo
+demo: build control-plane ## Local control plane + local registry + demo images, the real manager, and its reports (DEMO_KEEP=1 keeps it up).
+	KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
+		IMAGETRUST_BIN=$(LOCALBIN)/imagetrust go run ./hack/demo
 
 ##@ Build
 
@@ -79,6 +97,52 @@ run: manifests generate ## Run the manager against the cluster in KUBECONFIG.
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the container image (needs a Docker engine).
+	docker push $(IMG)
+
+.PHONY: build-installer
+build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: everything config/default installs, with image IMG.
+	mkdir -p dist
+	hack/kustomize-image.sh $(KUSTOMIZE) config/default $(IMG) > dist/install.yaml
+
+##@ Deployment
+
+ifndef ignore-not-found
+  ignore-not-found = false
+endif
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster in KUBECONFIG.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs (and every report, policy and scan) from the cluster. ignore-not-found=true to ignore missing ones.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Deploy the manager with image IMG (config/default) to the cluster in KUBECONFIG.
+	hack/kustomize-image.sh $(KUSTOMIZE) config/default $(IMG) | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove everything config/default installed. ignore-not-found=true to ignore missing objects.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+
+##@ OLM bundle
+
+.PHONY: bundle
+bundle: manifests $(KUSTOMIZE) ## Generate the OLM bundle (bundle/, bundle.Dockerfile) for VERSION and IMG from config/manifests.
+	$(KUSTOMIZE) build config/manifests | go run ./hack/bundle -version $(VERSION) -image $(IMG) \
+		-channels $(BUNDLE_CHANNELS) -default-channel $(BUNDLE_DEFAULT_CHANNEL)
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image BUNDLE_IMG (needs a Docker engine).
+	docker build -f bundle.Dockerfile -t $(BUNDLE_IMG) .
+
+.PHONY: bundle-push
+bundle-push: ## Push the bundle image BUNDLE_IMG (needs a Docker engine).
+	docker push $(BUNDLE_IMG)
 
 ##@ Tools
 

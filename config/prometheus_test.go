@@ -16,22 +16,27 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// exportedMetrics are the metric families the manager registers with controller-runtime's
-// Prometheus registry. Alerts may only use these (histograms with their _bucket/_sum/_count
-// series): an alert on a metric nobody exports never fires, and nothing else would notice.
-// Keep in sync with the metrics defined in controllers/.
+// exportedMetrics are the metric families the manager's metrics endpoint serves: the ones
+// controllers/metrics.go registers, plus controller-runtime's own reconcile counters. Alerts may
+// only use these (histograms with their _bucket/_sum/_count series): an alert on a metric nobody
+// exports never fires, and nothing else would notice. Keep in sync with controllers/metrics.go.
 var exportedMetrics = []string{
-	"imagetrust_images",                  // gauge{verdict}: reports by policy verdict
-	"imagetrust_image_signatures",        // gauge{state}: reports by signature state
-	"imagetrust_vulnerabilities",         // gauge{severity}: findings across reports
-	"imagetrust_scans_total",             // counter{result="success"|"error"}: assessments
-	"imagetrust_scan_duration_seconds",   // histogram: SBOM + match time
-	"imagetrust_verify_duration_seconds", // histogram: signature/attestation verification time
-	"imagetrust_queue_depth",             // gauge: digests waiting for work
-	"imagetrust_vulndb_age_seconds",      // gauge: now - DB build time
-	"imagetrust_vulndb_schema_info",      // gauge{schema}=1
-	"imagetrust_registry_requests_total", // counter{registry,code}
+	"imagetrust_images",                         // gauge{verdict}: reports by policy verdict
+	"imagetrust_images_by_signature",            // gauge{state}: reports by signature state
+	"imagetrust_vulnerabilities",                // gauge{severity}: findings over the digests in use
+	"imagetrust_scan_duration_seconds",          // histogram: SBOM + match time
+	"imagetrust_verify_duration_seconds",        // histogram: signature/attestation verification time
+	"imagetrust_queue_depth",                    // gauge: digests waiting for work
+	"imagetrust_vulndb_age_seconds",             // gauge: seconds since the DB was built, -1 when none is loaded
+	"imagetrust_vulndb_info",                    // gauge{schema}=1
+	"imagetrust_registry_requests_total",        // counter{registry,code}
+	"controller_runtime_reconcile_total",        // counter{controller,result}, from controller-runtime
+	"controller_runtime_reconcile_errors_total", // counter{controller}, from controller-runtime
 }
+
+// metricsService is the Service the ServiceMonitor scrapes; Prometheus Operator uses its name as
+// the job label.
+const metricsService = "imagetrust-controller-manager-metrics-service"
 
 // alertRule and ruleGroup mirror the PrometheusRule fields the checks read; decoding rejects
 // unknown fields, which catches a misspelt key such as "expression" or "annotation".
@@ -76,7 +81,7 @@ func TestPrometheusMonitoring(t *testing.T) {
 	t.Run("ServiceMonitor selects the metrics Service", func(t *testing.T) {
 		sm := find(t, objs, "ServiceMonitor", "imagetrust-controller-manager-metrics-monitor")
 		svc := &corev1.Service{}
-		into(t, find(t, render(t, "config/default"), "Service", "imagetrust-controller-manager-metrics-service"), svc)
+		into(t, find(t, render(t, "config/default"), "Service", metricsService), svc)
 
 		sel, ok, err := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
 		if err != nil || !ok || len(sel) == 0 {
@@ -117,10 +122,11 @@ func TestPrometheusMonitoring(t *testing.T) {
 		// where it matters, the given selector.
 		required := map[string][]string{
 			"ImageTrustUntrustedImageRunning":    {"imagetrust_images", `verdict="Untrusted"`},
-			"ImageTrustInvalidSignature":         {"imagetrust_image_signatures", `state="Invalid"`},
+			"ImageTrustInvalidSignature":         {"imagetrust_images_by_signature", `state="Invalid"`},
 			"ImageTrustNewCriticalVulnerability": {"imagetrust_vulnerabilities", `severity="Critical"`},
 			"ImageTrustVulnerabilityDBTooOld":    {"imagetrust_vulndb_age_seconds"},
-			"ImageTrustScansFailing":             {"imagetrust_scans_total", `result="error"`},
+			"ImageTrustVulnerabilityDBMissing":   {"imagetrust_vulndb_age_seconds", "< 0"},
+			"ImageTrustScansFailing":             {"controller_runtime_reconcile_errors_total", `job="imagetrust-controller-manager-metrics-service"`},
 			"ImageTrustRegistryErrors":           {"imagetrust_registry_requests_total", `code=~"5..|429"`},
 		}
 		seen := map[string]bool{}
@@ -134,6 +140,13 @@ func TestPrometheusMonitoring(t *testing.T) {
 				}
 				seen[r.Alert] = true
 				checkAlert(t, r)
+				// Prometheus Operator names the job after the Service; a job matcher naming
+				// anything else selects nothing.
+				for _, m := range reJob.FindAllStringSubmatch(r.Expr, -1) {
+					if m[1] != metricsService {
+						t.Errorf("alert %s selects job %q, but the scraped Service is %q", r.Alert, m[1], metricsService)
+					}
+				}
 				needs, ok := required[r.Alert]
 				if !ok {
 					t.Errorf("unexpected alert %q: add it to the test's list", r.Alert)
@@ -161,21 +174,34 @@ var (
 	reGrouping    = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)`)
 	reWord        = regexp.MustCompile(`[a-zA-Z0-9_:.]+`)
 	reIdentifier  = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	reJob         = regexp.MustCompile(`\bjob\s*=~?\s*"([^"]*)"`)
 	reAlertName   = regexp.MustCompile(`^ImageTrust[A-Z][A-Za-z]+$`)
 	promqlKeyword = map[string]bool{"and": true, "or": true, "unless": true, "bool": true, "offset": true, "inf": true, "nan": true, "atan2": true}
 )
 
 // metricNames extracts the metric names a PromQL expression selects: identifiers that are not
-// functions, aggregations, keywords, label names, strings or durations. It is a small lexer, not
-// a parser; checkAlert makes sure it finds at least one name.
-func metricNames(expr string) (names, groupingLabels []string) {
+// functions, aggregations, keywords, label names, strings or durations. kept are the labels
+// the result can carry when the expression aggregates with `by (...)`: those common to every
+// by-clause (nil when there is none). It is a small lexer, not a parser; checkAlert makes sure
+// it finds at least one name.
+func metricNames(expr string) (names, kept []string) {
 	e := reString.ReplaceAllString(expr, `""`)
+	first := true
 	for _, m := range reGrouping.FindAllStringSubmatch(e, -1) {
+		if m[1] != "by" {
+			continue
+		}
+		var clause []string
 		for l := range strings.SplitSeq(m[2], ",") {
 			if l = strings.TrimSpace(l); l != "" {
-				groupingLabels = append(groupingLabels, l)
+				clause = append(clause, l)
 			}
 		}
+		if first {
+			kept, first = clause, false
+			continue
+		}
+		kept = slices.DeleteFunc(kept, func(l string) bool { return !slices.Contains(clause, l) })
 	}
 	e = reGrouping.ReplaceAllString(e, " ")
 	e = reMatchers.ReplaceAllString(e, " ")
@@ -190,7 +216,7 @@ func metricNames(expr string) (names, groupingLabels []string) {
 		}
 		names = append(names, word)
 	}
-	return names, groupingLabels
+	return names, kept
 }
 
 func exported(name string) bool {
@@ -266,10 +292,12 @@ func TestMetricNameExtraction(t *testing.T) {
 		{`sum(imagetrust_images{verdict="Untrusted"}) > 0`, []string{"imagetrust_images"}, nil},
 		{`max(imagetrust_vulndb_age_seconds) > 5 * 24 * 3600`, []string{"imagetrust_vulndb_age_seconds"}, nil},
 		{`sum by (registry) (rate(a_total{code=~"5..|429"}[10m])) / sum by (registry, x) (rate(b_total[10m] offset 1h)) > 0.1`,
-			[]string{"a_total", "b_total"}, []string{"registry", "registry", "x"}},
+			[]string{"a_total", "b_total"}, []string{"registry"}},
+		{`sum by (host) (rate(a_total[10m])) / sum by (registry) (rate(a_total[10m]))`,
+			[]string{"a_total", "a_total"}, []string{}},
 		{`histogram_quantile(0.9, sum(rate(x_bucket[5m])) by (le))`, []string{"x_bucket"}, []string{"le"}},
 		{`vector(1)`, nil, nil},
-		{`up == 0 and on(job) foo{a="by (b)"}`, []string{"up", "foo"}, []string{"job"}},
+		{`up == 0 and on(job) foo{a="by (b)"}`, []string{"up", "foo"}, nil},
 	}
 	for _, tc := range cases {
 		names, groupBy := metricNames(tc.expr)

@@ -46,8 +46,13 @@ type scannerPool struct {
 	generator   sbom.Source
 
 	mu     sync.Mutex
-	byKey  map[string]*scanner.Scanner
+	byKey  map[string]pooled
 	pulled map[string]pullEntry // pull-secret keychains by namespace/names, refreshed by TTL
+}
+
+type pooled struct {
+	scanner  *scanner.Scanner
+	registry *registry.Client
 }
 
 type pullEntry struct {
@@ -63,17 +68,28 @@ const maxScanners = 256
 
 func newScannerPool(base registry.Options, db *vulndb.Manager, cache *sbom.Cache, maxFindings int, now func() time.Time) *scannerPool {
 	return &scannerPool{base: base, db: db, cache: cache, maxFindings: maxFindings, now: now,
-		byKey: map[string]*scanner.Scanner{}, pulled: map[string]pullEntry{}}
+		byKey: map[string]pooled{}, pulled: map[string]pullEntry{}}
 }
 
 func (p *scannerPool) get(a *access) (*scanner.Scanner, error) {
+	s, _, err := p.getBoth(a)
+	return s, err
+}
+
+// registryFor returns the registry client of an access (for tag listing).
+func (p *scannerPool) registryFor(a *access) (*registry.Client, error) {
+	_, r, err := p.getBoth(a)
+	return r, err
+}
+
+func (p *scannerPool) getBoth(a *access) (*scanner.Scanner, *registry.Client, error) {
 	if a == nil {
 		a = anonymous
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s, ok := p.byKey[a.key]; ok {
-		return s, nil
+		return s.scanner, s.registry, nil
 	}
 	opts := p.base
 	if a.keychain != nil {
@@ -86,12 +102,13 @@ func (p *scannerPool) get(a *access) (*scanner.Scanner, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(a.caPEM) {
-			return nil, stalling("InvalidCABundle", "CA bundle holds no PEM certificate")
+			return nil, nil, stalling("InvalidCABundle", "CA bundle holds no PEM certificate")
 		}
 		opts.RootCAs = pool
 	}
+	rc := registry.New(opts)
 	s, err := scanner.New(scanner.Config{
-		Registry:    registry.New(opts),
+		Registry:    rc,
 		DB:          p.db,
 		Cache:       p.cache,
 		Generator:   p.generator,
@@ -99,13 +116,13 @@ func (p *scannerPool) get(a *access) (*scanner.Scanner, error) {
 		Now:         p.now,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(p.byKey) >= maxScanners {
 		clear(p.byKey)
 	}
-	p.byKey[a.key] = s
-	return s, nil
+	p.byKey[a.key] = pooled{scanner: s, registry: rc}
+	return s, rc, nil
 }
 
 // pullAccess returns the access built from a pod's imagePullSecrets. Secrets are read through

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -19,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
@@ -121,7 +121,10 @@ type Engine struct {
 	startedAt  time.Time
 	assessN    map[string]int // verifications per digest, for tests and logs
 	matchN     map[string]int
-	policyKick chan event.GenericEvent
+	busy       atomic.Int64 // digests being processed
+
+	// beforeStart runs once before the workers start (DB loaded, policies compiled).
+	beforeStart func(context.Context) error
 }
 
 func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts Options, sched *Scheduler, pool *scannerPool, log logr.Logger) *Engine {
@@ -148,12 +151,16 @@ func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts 
 		startedAt:  opts.Clock.Now(),
 		assessN:    map[string]int{},
 		matchN:     map[string]int{},
-		policyKick: make(chan event.GenericEvent, 64),
 	}
 }
 
 // Start runs the workers until ctx ends. It implements manager.Runnable.
 func (e *Engine) Start(ctx context.Context) error {
+	if e.beforeStart != nil {
+		if err := e.beforeStart(ctx); err != nil {
+			return fmt.Errorf("preparing the engine: %w", err)
+		}
+	}
 	e.mu.Lock()
 	e.startedAt = e.clock.Now()
 	e.mu.Unlock()
@@ -181,7 +188,9 @@ func (e *Engine) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer e.queue.Done(digest)
+	e.busy.Add(1)
 	err := e.process(ctx, digest)
+	e.busy.Add(-1)
 	switch kindOf(err) {
 	case errNone, errStalling:
 		e.queue.Forget(digest)
@@ -889,13 +898,13 @@ func (e *Engine) Stats() Stats {
 // Idle reports whether no digest is queued or being processed and every wanted digest has been
 // assessed.
 func (e *Engine) Idle() bool {
-	if e.queue.Len() > 0 {
+	if e.queue.Len() > 0 || e.busy.Load() > 0 {
 		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, ent := range e.digests {
-		if ent.wanted() && (!ent.assessed || ent.needVerify || ent.needMatch) {
+		if ent.wanted() && (!ent.assessed || ent.needVerify || ent.needMatch || ent.retry != "") {
 			return false
 		}
 	}

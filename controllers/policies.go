@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -227,14 +228,14 @@ func scannerPolicies(pols []*compiledPolicy) []scanner.Policy {
 
 // evaluate applies the namespace's policies to an assessment: healthy policies through the
 // scanner's pure evaluation, stalled ones as Unknown with their problems as the reason.
-func evaluate(pols []*compiledPolicy, a *scanner.Assessment, now timeNow) policy.Combined {
+func evaluate(pols []*compiledPolicy, a *scanner.Assessment, now time.Time) policy.Combined {
 	var healthy []scanner.Policy
 	for _, p := range pols {
 		if !p.Stalled() {
 			healthy = append(healthy, p.Scanner)
 		}
 	}
-	c := scanner.Evaluate(healthy, a, now())
+	c := scanner.Evaluate(healthy, a, now)
 	for _, p := range pols {
 		if !p.Stalled() {
 			continue
@@ -245,10 +246,8 @@ func evaluate(pols []*compiledPolicy, a *scanner.Assessment, now timeNow) policy
 		}
 		c.Results = append(c.Results, r)
 		c.Policies = append(c.Policies, p.Name)
-		if c.Verdict == policy.Trusted || len(healthy) == 0 {
-			if c.Verdict != policy.Untrusted {
-				c.Verdict = policy.Unknown
-			}
+		if c.Verdict == policy.Trusted {
+			c.Verdict = policy.Unknown
 		}
 	}
 	sort.Strings(c.Policies)

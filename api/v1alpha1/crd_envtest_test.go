@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/internal/testenv"
@@ -249,7 +250,14 @@ func TestPrinterColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kubectl := env.ControlPlane.KubeCtl()
+	user, err := env.AddUser(envtest.User{Name: "printer-columns", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := user.Kubectl()
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := func(args ...string) string {
 		t.Helper()
 		stdout, stderr, err := kubectl.Run(args...)

@@ -305,7 +305,3 @@ type ImageTrustPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ImageTrustPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ImageTrustPolicy{}, &ImageTrustPolicyList{})
-}

@@ -366,7 +366,3 @@ type ImageTrustReportList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ImageTrustReport `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ImageTrustReport{}, &ImageTrustReportList{})
-}

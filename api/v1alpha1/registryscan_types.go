@@ -134,7 +134,3 @@ type RegistryScanList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []RegistryScan `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&RegistryScan{}, &RegistryScanList{})
-}

@@ -37,7 +37,7 @@ func Binary() (string, error) {
 		return p, nil
 	}
 	root := RepoRoot()
-	version, err := makefileVar(filepath.Join(root, "Makefile"), "KUSTOMIZE_VERSION")
+	version, err := MakefileVar(filepath.Join(root, "Makefile"), "KUSTOMIZE_VERSION")
 	if err != nil {
 		return "", err
 	}
@@ -48,8 +48,9 @@ func Binary() (string, error) {
 	return p, nil
 }
 
-// makefileVar reads a `NAME ?= value` assignment from a Makefile.
-func makefileVar(makefile, name string) (string, error) {
+// MakefileVar reads a `NAME ?= value` (or := or =) assignment from a Makefile, so tests use the
+// same pinned versions and defaults as the make targets.
+func MakefileVar(makefile, name string) (string, error) {
 	f, err := os.Open(makefile)
 	if err != nil {
 		return "", err

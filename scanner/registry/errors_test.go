@@ -16,11 +16,11 @@ import (
 func TestSanitizeURL(t *testing.T) {
 	cases := map[string]string{
 		"https://user:pass@registry.example/v2/app/blobs/sha256:abc?X-Amz-Signature=s&token=t#frag": "https://registry.example/v2/app/blobs/sha256:abc",
-		"http://127.0.0.1:5000/v2/":                                "http://127.0.0.1:5000/v2/",
-		"https://token@ghcr.io/v2/token?scope=repository:a:pull":   "https://ghcr.io/v2/token",
-		"oci://u:p@h/x?y":                                          "oci://h/x",
-		"https://u:p@bad host/x?token=1":                           "https://bad host/x",
-		"not a url ?token=1":                                       "not a url ",
+		"http://127.0.0.1:5000/v2/":                              "http://127.0.0.1:5000/v2/",
+		"https://token@ghcr.io/v2/token?scope=repository:a:pull": "https://ghcr.io/v2/token",
+		"oci://u:p@h/x?y":                                        "oci://h/x",
+		"https://u:p@bad host/x?token=1":                         "https://bad host/x",
+		"not a url ?token=1":                                     "not a url ",
 	}
 	for in, want := range cases {
 		if got := registry.SanitizeURL(in); got != want {
@@ -59,9 +59,9 @@ func TestTypedErrorsSurviveSanitising(t *testing.T) {
 	reg := registrytest.New(t)
 	pushImage(t, reg, "app:1.0")
 	cases := []struct {
-		status                               int
+		status                              int
 		notFound, unauthorized, rateLimited bool
-		transient                            bool
+		transient                           bool
 	}{
 		{http.StatusNotFound, true, false, false, false},
 		{http.StatusUnauthorized, false, true, false, false},

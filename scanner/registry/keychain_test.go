@@ -66,7 +66,7 @@ func TestKeychainAgainstBasicAuthRegistry(t *testing.T) {
 			if !registry.IsUnauthorized(err) {
 				t.Fatalf("err = %v, want unauthorized", err)
 			}
-			if strings.Contains(err.Error(), testPass) || strings.Contains(err.Error(), base64.StdEncoding.EncodeToString([]byte(testUser+":"))[:8]) {
+			if strings.Contains(err.Error(), testPass) || strings.Contains(err.Error(), base64.StdEncoding.EncodeToString([]byte(testUser + ":"))[:8]) {
 				t.Errorf("error leaks credentials: %q", err)
 			}
 		})

@@ -320,6 +320,10 @@ func TestResolveOverTLS(t *testing.T) {
 		if err != nil || len(got) != 1 || got[0].Digest != want {
 			t.Fatalf("Resolve = %+v, %v; want digest %s", got, err, want)
 		}
+		tags, err := c.ListTags(ctxT(t), reg.Repo("app"))
+		if err != nil || len(tags) != 1 || tags[0] != "1.0" {
+			t.Errorf("ListTags over TLS = %v, %v; want [1.0]", tags, err)
+		}
 	})
 	t.Run("untrusted CA fails fast without retries", func(t *testing.T) {
 		var attempts int

@@ -15,7 +15,7 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/tuf"
+	"github.com/sigstore/sigstore/pkg/tuf" //nolint:staticcheck // SA1019: cosign v2 API takes its status type
 )
 
 // Authority is one party whose signatures are accepted: either a public key or a keyless
@@ -230,7 +230,8 @@ func logKeys(data []byte, ecdsaOnly bool) (*cosign.TrustedTransparencyLogPubKeys
 		if _, ok := pub.(*ecdsa.PublicKey); ecdsaOnly && !ok {
 			return nil, errors.New("must be an ECDSA key (cosign accepts only ECDSA Rekor keys)")
 		}
-		if err := keys.AddTransparencyLogPubKey(one, tuf.Active); err != nil {
+		// cosign's TrustedTransparencyLogPubKeys still takes the legacy tuf status type.
+		if err := keys.AddTransparencyLogPubKey(one, tuf.Active); err != nil { //nolint:staticcheck // SA1019: required by cosign's API
 			return nil, fmt.Errorf("invalid PEM public key: %v", err)
 		}
 	}

@@ -468,7 +468,7 @@ func (m *Manager) installLocked(ctx context.Context, ref string, src sourceRecor
 	if err != nil {
 		return false, m.fail(err)
 	}
-	if cur := m.current(); cur != nil && cur.status.Checksum == h.status.Checksum && cur.status.Built.Equal(h.status.Built) {
+	if cur := m.current(); cur != nil && sameRelease(cur, h) {
 		h.release()
 		m.clearErr()
 		return false, nil
@@ -484,6 +484,16 @@ func (m *Manager) installLocked(ctx context.Context, ref string, src sourceRecor
 	keep = true
 	m.activate(h)
 	return true, nil
+}
+
+// sameRelease reports whether two databases are the same release: an identical file, or the
+// same schema and build time, which is how grype itself tells releases apart (a listing
+// entry only supersedes the installed database when built later).
+func sameRelease(a, b *handle) bool {
+	if a.status.Checksum == b.status.Checksum {
+		return true
+	}
+	return a.status.SchemaVersion == b.status.SchemaVersion && a.status.Built.Equal(b.status.Built)
 }
 
 func (m *Manager) clearErr() {
@@ -518,7 +528,8 @@ func (m *Manager) writeCurrent(gen string) error {
 
 // Import installs a database archive (.tar.gz/.tar.zst/.tar.xz as published by grype, or a bare
 // .db file) exactly as `grype db import` does, then activates it. changed is false when the
-// archive or the database in it is the one already active.
+// archive is the one already active (same sha256) or holds the same database release (same
+// grype digest, or same schema and build time); the active database is then kept.
 func (m *Manager) Import(ctx context.Context, archivePath string) (changed bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err

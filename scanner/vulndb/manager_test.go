@@ -91,14 +91,17 @@ func TestImportNotifiesAndSkipsUnchanged(t *testing.T) {
 	}
 	expectNoNotification(t, ch)
 
-	// the same database packaged differently (bare .db file): detected by grype's DB digest
-	dbPath, err := dbtest.Build(t.TempDir(), builtA, testVulns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed, err = m.Import(ctx, dbPath)
-	if err != nil || changed {
-		t.Fatalf("import same DB as .db file: changed=%v err=%v", changed, err)
+	// the same release packaged differently (a bare .db file, rebuilt): same schema and build
+	// time, so grype would not consider it an update either
+	for _, vulns := range [][]dbtest.Vuln{testVulns, dbtestVulnsPlus(extraVuln)} {
+		dbPath, err := dbtest.Build(t.TempDir(), builtA, vulns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed, err = m.Import(ctx, dbPath)
+		if err != nil || changed {
+			t.Fatalf("import same release as .db file: changed=%v err=%v", changed, err)
+		}
 	}
 	expectNoNotification(t, ch)
 	if st := m.Status(); st.Checksum != stA.Checksum || st.Source != archiveA {
@@ -330,7 +333,7 @@ func TestImportInvalidKeepsCurrentDB(t *testing.T) {
 		name, path, want string
 	}{
 		{"missing archive", filepath.Join(tmp, "absent.tar.gz"), "vulndb: read archive: open " + filepath.Join(tmp, "absent.tar.gz") + ": no such file or directory"},
-		{"archive without database", noDB, "vulndb: vulnerability database is invalid: import: failed to hydrate database: failed to open db: "},
+		{"archive without database", noDB, "vulndb: vulnerability database is invalid: import: failed to hydrate database: not a v6 database: record not found"},
 		{"database not sqlite", garbageDB, "vulndb: vulnerability database is invalid: import: failed to hydrate database: "},
 		{"not an archive", notArchive, "vulndb: vulnerability database is invalid: import: "},
 	} {

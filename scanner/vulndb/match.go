@@ -204,7 +204,7 @@ func severityOf(h *handle, v vulnerability.Vulnerability) string {
 	md := v.Metadata
 	if md == nil {
 		// v6 attaches metadata to every vulnerability; the lookup is the documented fallback
-		if looked, err := h.provider.VulnerabilityMetadata(v.Reference); err == nil {
+		if looked, err := h.provider.VulnerabilityMetadata(v.Reference); err == nil { //nolint:staticcheck // SA1019: fallback for records without inline metadata
 			md = looked
 		}
 	}

@@ -651,7 +651,8 @@ func Push(ctx context.Context, ref string, t remote.Taggable, opts ...remote.Opt
 	return digestRef(r.Context(), t)
 }
 
-// PushTags pushes t to repo once and then points each tag at it (one manifest PUT per tag).
+// PushTags pushes t to repo once and then points each tag at it (one manifest PUT per tag,
+// several in flight).
 func PushTags(ctx context.Context, repo string, t remote.Taggable, tags []string, opts ...remote.Option) (name.Digest, error) {
 	rp, err := name.NewRepository(repo)
 	if err != nil {
@@ -669,10 +670,34 @@ func PushTags(ctx context.Context, repo string, t remote.Taggable, tags []string
 	if err := pusher.Push(ctx, d, t); err != nil {
 		return name.Digest{}, fmt.Errorf("pushing %s: %w", d, err)
 	}
+	// The content is in place, so each tag is a bare manifest PUT; a few in parallel keep
+	// thousands of tags (pagination tests) fast.
+	work := make(chan string)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for tag := range work {
+				if err := pusher.Put(ctx, rp.Tag(tag), t); err != nil {
+					select {
+					case errs <- fmt.Errorf("tagging %s:%s: %w", repo, tag, err):
+					default:
+					}
+				}
+			}
+		}()
+	}
 	for _, tag := range tags {
-		if err := pusher.Push(ctx, rp.Tag(tag), t); err != nil {
-			return name.Digest{}, fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
-		}
+		work <- tag
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return name.Digest{}, err
+	default:
 	}
 	return d, nil
 }

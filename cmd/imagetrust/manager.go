@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2/textlogger"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/controllers"
+	"github.com/imagetrust/imagetrust/scanner/registry"
+	"github.com/imagetrust/imagetrust/scanner/sbom"
+	"github.com/imagetrust/imagetrust/scanner/vulndb"
+)
+
+// managerFlags are the flags of `imagetrust manager`.
+type managerFlags struct {
+	concurrency         int
+	maxFindings         int
+	reportGrace         time.Duration
+	statusRefresh       time.Duration
+	cacheDir            string
+	cacheMaxBytes       int64
+	dbDir               string
+	dbArchive           string
+	dbArchivePoll       time.Duration
+	dbOCIRef            string
+	dbUpdateURL         string
+	dbUpdateSchedule    string
+	dbMaxAge            time.Duration
+	leaderElect         bool
+	leaderElectionNS    string
+	metricsAddr         string
+	probeAddr           string
+	registryQPS         float64
+	registryConcurrency int
+	insecure            stringList
+	defaultPlatform     string
+	jitter              time.Duration
+}
+
+func (f *managerFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.concurrency, "concurrency", 2, "image digests assessed in parallel")
+	fs.IntVar(&f.maxFindings, "max-findings", 50, fmt.Sprintf("top findings kept in a report (at most %d)", securityv1alpha1.MaxReportFindings))
+	fs.DurationVar(&f.reportGrace, "report-grace-period", time.Hour, "how long a report outlives the last pod or RegistryScan using its digest")
+	fs.DurationVar(&f.statusRefresh, "status-refresh-interval", 24*time.Hour, "longest a report's checkedAt/scannedAt may lag when nothing else changed")
+	fs.StringVar(&f.cacheDir, "cache-dir", defaultDir("manager"), "directory for the SBOM cache (and the DB when --db-dir is not set); mount a volume to survive restarts")
+	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", 2<<30, "SBOM cache size limit in bytes (0: unlimited)")
+	fs.StringVar(&f.dbDir, "db-dir", "", "Grype vulnerability DB directory (default <cache-dir>/vulndb)")
+	fs.StringVar(&f.dbArchive, "db-archive", "", "Grype DB archive to import at start and whenever the file changes (air-gapped)")
+	fs.DurationVar(&f.dbArchivePoll, "db-archive-poll-interval", 30*time.Second, "how often --db-archive is checked for changes")
+	fs.StringVar(&f.dbOCIRef, "db-oci-ref", "", "OCI reference of a Grype DB archive artifact, imported at start and on --db-update-schedule")
+	fs.StringVar(&f.dbUpdateURL, "db-update-url", "", "Grype DB listing URL (latest.json) to check for updates; empty disables downloads")
+	fs.StringVar(&f.dbUpdateSchedule, "db-update-schedule", "0 */6 * * *", "cron schedule of DB update checks (--db-update-url, --db-oci-ref)")
+	fs.DurationVar(&f.dbMaxAge, "db-max-age", 5*24*time.Hour, "refuse to match against a DB built longer ago than this (0: no limit)")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "enable leader election (run several replicas, one active)")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", `metrics endpoint address ("0" disables it)`)
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
+	fs.Float64Var(&f.registryQPS, "registry-qps", registry.DefaultRequestsPerSecond, "requests per second per registry host (negative: unlimited)")
+	fs.IntVar(&f.registryConcurrency, "registry-max-concurrency", registry.DefaultMaxConcurrentPerRegistry, "concurrent requests per registry host (negative: unbounded)")
+	fs.Var(&f.insecure, "insecure-registry", "registry host[:port] reachable over plain HTTP or unverified TLS; repeatable")
+	fs.StringVar(&f.defaultPlatform, "default-platform", "linux/amd64", "platform picked from a multi-arch image for pods that have not pulled it yet")
+	fs.DurationVar(&f.jitter, "requeue-jitter", 30*time.Second, "scheduled re-verifications are spread over this window")
+}
+
+func (f *managerFlags) validate() error {
+	if f.concurrency < 1 {
+		return errors.New("--concurrency must be at least 1")
+	}
+	if f.maxFindings < 1 || f.maxFindings > securityv1alpha1.MaxReportFindings {
+		return fmt.Errorf("--max-findings must be between 1 and %d", securityv1alpha1.MaxReportFindings)
+	}
+	if f.reportGrace <= 0 {
+		return errors.New("--report-grace-period must be positive")
+	}
+	if f.dbUpdateSchedule != "" {
+		if _, err := cron.ParseStandard(f.dbUpdateSchedule); err != nil {
+			return fmt.Errorf("--db-update-schedule: %w", err)
+		}
+	}
+	if f.dbUpdateURL != "" && f.dbArchive != "" {
+		return errors.New("--db-update-url and --db-archive are alternatives; set one")
+	}
+	return nil
+}
+
+// runManager runs the operator until SIGTERM.
+func runManager(args []string) error {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	var f managerFlags
+	f.register(fs)
+	// klog's text logger: structured key=value lines, -v for verbosity. (controller-runtime's
+	// zap helper would need github.com/go-logr/zapr in go.mod.)
+	logCfg := textlogger.NewConfig()
+	logCfg.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &exitError{code: 64, err: err}
+	}
+	if err := f.validate(); err != nil {
+		return &exitError{code: 64, err: err}
+	}
+	ctrl.SetLogger(textlogger.NewLogger(logCfg))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	return startManager(ctx, cfg, f)
+}
+
+func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := securityv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	dbDir := f.dbDir
+	if dbDir == "" {
+		dbDir = filepath.Join(f.cacheDir, "vulndb")
+	}
+	db, err := vulndb.New(vulndb.Config{Dir: dbDir, ListingURL: f.dbUpdateURL, MaxAge: f.dbMaxAge, ValidateChecksum: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cache, err := sbom.NewCache(filepath.Join(f.cacheDir, "sbom"), f.cacheMaxBytes)
+	if err != nil {
+		return err
+	}
+
+	// Metrics are served over plain HTTP; authenticated serving (controller-runtime's
+	// filters.WithAuthenticationAndAuthorization) needs k8s.io/apiserver in go.mod.
+	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Cache:                         controllers.CacheOptions(),
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        f.probeAddr,
+		LeaderElection:                f.leaderElect,
+		LeaderElectionID:              "imagetrust.security.imagetrust.dev",
+		LeaderElectionNamespace:       f.leaderElectionNS,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return err
+	}
+	regOpts := registry.Options{
+		RequestsPerSecond:        f.registryQPS,
+		MaxConcurrentPerRegistry: f.registryConcurrency,
+		Insecure:                 f.insecure,
+	}
+	dbSource := controllers.DBOptions{
+		Archive:             f.dbArchive,
+		ArchivePollInterval: f.dbArchivePoll,
+		OCIRef:              f.dbOCIRef,
+		UpdateURL:           f.dbUpdateURL,
+		UpdateSchedule:      f.dbUpdateSchedule,
+	}
+	if f.dbOCIRef != "" {
+		rc := registry.New(regOpts)
+		dbSource.OCIRemoteOptions = rc.RemoteOptions(ctx)
+	}
+	_, err = controllers.Setup(ctx, mgr, controllers.Options{
+		Concurrency:           f.concurrency,
+		MaxFindings:           f.maxFindings,
+		ReportGracePeriod:     f.reportGrace,
+		StatusRefreshInterval: f.statusRefresh,
+		Jitter:                f.jitter,
+		DefaultPlatform:       f.defaultPlatform,
+		Registry:              regOpts,
+		DB:                    db,
+		DBSource:              dbSource,
+		Cache:                 cache,
+	})
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager", "concurrency", f.concurrency, "dbDir", dbDir, "cacheDir", f.cacheDir)
+	if err := mgr.Start(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+)
+
+// indexPolicySecrets indexes policies by "namespace/name" of the Secrets their keys live in.
+const indexPolicySecrets = "spec.authorities.key.secretRef"
+
+// policyStatusRefresh is how often a policy's matchedReports count is refreshed.
+const policyStatusRefresh = time.Minute
+
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies/status,verbs=get;update;patch
+
+// PolicyReconciler compiles ImageTrustPolicies for the Engine, runs each policy's
+// re-verification schedule and reports the policy's status.
+type PolicyReconciler struct {
+	Client    client.Client
+	APIReader client.Reader
+	Engine    *Engine
+	Clock     Clock
+	Scheduler *Scheduler
+	// Kick receives an event when a policy's schedule ran, to record it in the status.
+	Kick chan event.GenericEvent
+
+	mu           sync.Mutex
+	compiled     map[string]*compiledPolicy
+	lastVerified map[string]time.Time
+}
+
+func policyScheduleKey(name string) string { return "policy/" + name }
+
+// Reconcile implements reconcile.Reconciler.
+func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	var p securityv1alpha1.ImageTrustPolicy
+	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mu.Lock()
+			delete(r.compiled, req.Name)
+			delete(r.lastVerified, req.Name)
+			r.install()
+			r.mu.Unlock()
+			r.Scheduler.Remove(policyScheduleKey(req.Name))
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	cp, err := compilePolicy(ctx, r.APIReader, &p)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	r.mu.Lock()
+	if r.compiled == nil {
+		r.compiled, r.lastVerified = map[string]*compiledPolicy{}, map[string]time.Time{}
+	}
+	prev := r.compiled[p.Name]
+	changed := prev == nil || !reflect.DeepEqual(prev, cp)
+	if changed {
+		r.compiled[p.Name] = cp
+		r.install()
+	}
+	lastVerified := r.lastVerified[p.Name]
+	r.mu.Unlock()
+
+	now := r.Clock.Now()
+	before := p.DeepCopy()
+	if cp.Schedule != nil {
+		next, ok := r.Scheduler.Next(policyScheduleKey(p.Name))
+		if !ok || (prev != nil && prev.Generation != cp.Generation) {
+			next = cp.Schedule.Next(now)
+			r.schedule(p.Name, cp.Schedule, next)
+		}
+		t := metav1.NewTime(next)
+		p.Status.NextVerificationTime = &t
+	} else {
+		r.Scheduler.Remove(policyScheduleKey(p.Name))
+		p.Status.NextVerificationTime = nil
+	}
+	if !lastVerified.IsZero() {
+		t := metav1.NewTime(lastVerified.Truncate(time.Second))
+		p.Status.LastVerificationTime = &t
+	}
+	p.Status.MatchedReports = int32(r.Engine.PolicyMatches()[p.Name])
+	p.Status.ObservedGeneration = p.Generation
+	setPolicyConditions(&p.Status.Conditions, cp, now)
+	if !equality.Semantic.DeepEqual(before.Status, p.Status) {
+		if err := r.Client.Status().Patch(ctx, &p, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: policyStatusRefresh}, nil
+}
+
+// install hands the current set of compiled policies to the Engine. Callers hold r.mu.
+func (r *PolicyReconciler) install() {
+	all := make([]*compiledPolicy, 0, len(r.compiled))
+	for _, cp := range r.compiled {
+		all = append(all, cp)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	r.Engine.SetPolicies(all)
+}
+
+// schedule arms the policy's next re-verification; each run re-arms the following one.
+func (r *PolicyReconciler) schedule(name string, s interface{ Next(time.Time) time.Time }, at time.Time) {
+	r.Scheduler.Set(policyScheduleKey(name), at, func() {
+		now := r.Clock.Now()
+		r.Engine.ReverifyPolicy(name)
+		r.mu.Lock()
+		if r.lastVerified != nil {
+			r.lastVerified[name] = now
+		}
+		r.mu.Unlock()
+		r.schedule(name, s, s.Next(now))
+		ev := event.GenericEvent{Object: &securityv1alpha1.ImageTrustPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}}
+		go func() { r.Kick <- ev }()
+	})
+}
+
+// setPolicyConditions derives a policy's conditions from its compiled form.
+func setPolicyConditions(conds *[]metav1.Condition, cp *compiledPolicy, now time.Time) {
+	removeCondition(conds, securityv1alpha1.ConditionReconciling)
+	if cp.Stalled() {
+		msg := strings.Join(cp.Problems, "; ")
+		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, "InvalidConfiguration", msg, cp.Generation, now)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidConfiguration", msg, cp.Generation, now)
+	} else {
+		removeCondition(conds, securityv1alpha1.ConditionStalled)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, "Succeeded", "policy is enforced", cp.Generation, now)
+	}
+	sort.Slice(*conds, func(i, j int) bool { return (*conds)[i].Type < (*conds)[j].Type })
+}
+
+var _ = errors.New
