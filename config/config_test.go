@@ -307,6 +307,12 @@ func TestManagerDeploymentHardening(t *testing.T) {
 			t.Errorf("args %q lack %q", c.Args, a)
 		}
 	}
+	// Without a DB source the manager never loads a vulnerability DB and scans nothing.
+	if !slices.ContainsFunc(c.Args, func(a string) bool {
+		return strings.HasPrefix(a, "--db-update-url=https://") || strings.HasPrefix(a, "--db-oci-ref=") || strings.HasPrefix(a, "--db-archive=/")
+	}) {
+		t.Errorf("args %q name no vulnerability DB source (--db-update-url, --db-oci-ref or --db-archive)", c.Args)
+	}
 	if len(c.Args) == 0 || c.Args[0] != "manager" {
 		t.Errorf("args %q must start with the subcommand manager", c.Args)
 	}

@@ -242,4 +242,3 @@ func scanAccess(ctx context.Context, reader client.Reader, namespace string, cre
 }
 
 type localSecretRef struct{ Name, Key string }
-

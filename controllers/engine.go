@@ -110,18 +110,18 @@ type Engine struct {
 	log       logr.Logger
 	metrics   *engineMetrics
 
-	mu         sync.Mutex
-	digests    map[string]*digestEntry
-	pods       map[types.NamespacedName]*podSource
-	scans      map[types.NamespacedName]*scanSource
-	nsLabels   map[string]map[string]string
-	policies   []*compiledPolicy
-	unwanted   map[reportKey]time.Time
-	written    map[reportKey]string // content hash last written (or found) per report
-	startedAt  time.Time
-	assessN    map[string]int // verifications per digest, for tests and logs
-	matchN     map[string]int
-	busy       atomic.Int64 // digests being processed
+	mu        sync.Mutex
+	digests   map[string]*digestEntry
+	pods      map[types.NamespacedName]*podSource
+	scans     map[types.NamespacedName]*scanSource
+	nsLabels  map[string]map[string]string
+	policies  []*compiledPolicy
+	unwanted  map[reportKey]time.Time
+	written   map[reportKey]string // content hash last written (or found) per report
+	startedAt time.Time
+	assessN   map[string]int // verifications per digest, for tests and logs
+	matchN    map[string]int
+	busy      atomic.Int64 // digests being processed
 
 	// beforeStart runs once before the workers start (DB loaded, policies compiled).
 	beforeStart func(context.Context) error
@@ -132,25 +132,25 @@ func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts 
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryBaseDelay, opts.RetryMaxDelay),
 	)
 	return &Engine{
-		client:     c,
-		apiReader:  apiReader,
-		events:     events,
-		opts:       opts,
-		clock:      opts.Clock,
-		sched:      sched,
-		pool:       pool,
-		queue:      workqueue.NewTypedRateLimitingQueue[string](rl),
-		log:        log,
-		metrics:    newEngineMetrics(),
-		digests:    map[string]*digestEntry{},
-		pods:       map[types.NamespacedName]*podSource{},
-		scans:      map[types.NamespacedName]*scanSource{},
-		nsLabels:   map[string]map[string]string{},
-		unwanted:   map[reportKey]time.Time{},
-		written:    map[reportKey]string{},
-		startedAt:  opts.Clock.Now(),
-		assessN:    map[string]int{},
-		matchN:     map[string]int{},
+		client:    c,
+		apiReader: apiReader,
+		events:    events,
+		opts:      opts,
+		clock:     opts.Clock,
+		sched:     sched,
+		pool:      pool,
+		queue:     workqueue.NewTypedRateLimitingQueue[string](rl),
+		log:       log,
+		metrics:   newEngineMetrics(),
+		digests:   map[string]*digestEntry{},
+		pods:      map[types.NamespacedName]*podSource{},
+		scans:     map[types.NamespacedName]*scanSource{},
+		nsLabels:  map[string]map[string]string{},
+		unwanted:  map[reportKey]time.Time{},
+		written:   map[reportKey]string{},
+		startedAt: opts.Clock.Now(),
+		assessN:   map[string]int{},
+		matchN:    map[string]int{},
 	}
 }
 
@@ -579,6 +579,7 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 		e.assessN[digest]++
 		e.mu.Unlock()
 		v = &nv
+		e.log.V(1).Info("verified", "digest", digest, "policies", len(pols), "state", nv.Signature.State, "reason", nv.Signature.Reason)
 		if nv.Signature.State == verify.Error {
 			retry = append(retry, "signature verification: "+nv.Signature.Reason)
 		}
@@ -676,6 +677,14 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 		ent.needMatch = true
 	}
 	ent.assessed = true
+	if authorityKey(e.unionPoliciesLocked(ent)) != ent.verifyKey {
+		// A namespace with other policies started wanting the digest while it was being
+		// verified: writing now would publish a verification made without their authorities.
+		ent.needVerify = true
+		e.mu.Unlock()
+		e.enqueue(digest)
+		return nil
+	}
 	inputs := e.reportInputsLocked(ent)
 	e.mu.Unlock()
 

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,7 +26,7 @@ const indexPolicySecrets = "spec.authorities.key.secretRef"
 const policyStatusRefresh = time.Minute
 
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies/status,verbs=get;patch
 
 // PolicyReconciler compiles ImageTrustPolicies for the Engine, runs each policy's
 // re-verification schedule and reports the policy's status.

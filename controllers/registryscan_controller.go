@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -34,7 +34,7 @@ const indexScanSecrets = "spec.secretRefs"
 const resolveParallelism = 4
 
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=registryscans,verbs=get;list;watch
-// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=registryscans/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=registryscans/status,verbs=get;patch
 
 // RegistryScanReconciler lists a RegistryScan's repositories on its cron schedule and hands the
 // digests found to the Engine.

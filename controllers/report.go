@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -456,6 +456,22 @@ func (e *Engine) writeReport(ctx context.Context, in *reportInput) error {
 	if err != nil {
 		return err
 	}
+	e.mu.Lock()
+	last := e.written[in.key]
+	e.mu.Unlock()
+	if existing != nil && last != "" && existing.Status.ContentHash != last {
+		// The cache has not seen our last write yet (or someone edited the report): read the
+		// report itself, so transitions are computed against what is really stored.
+		var fresh securityv1alpha1.ImageTrustReport
+		if err := e.apiReader.Get(ctx, client.ObjectKeyFromObject(existing), &fresh); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return err
+			}
+			existing = nil
+		} else {
+			existing = &fresh
+		}
+	}
 	now := e.clock.Now()
 	spec := buildSpec(in)
 	st := buildStatus(in, e.opts.MaxFindings)
@@ -474,9 +490,6 @@ func (e *Engine) writeReport(ctx context.Context, in *reportInput) error {
 	setReportConditions(&st.Conditions, o, gen, now)
 	st.ContentHash = contentHash(spec, owners, st)
 
-	e.mu.Lock()
-	last := e.written[in.key]
-	e.mu.Unlock()
 	if existing != nil && existing.Status.ContentHash == st.ContentHash && !timestampsStale(&existing.Status, &st, e.opts.StatusRefreshInterval) {
 		e.markWritten(in, st.ContentHash, &st)
 		return nil

@@ -35,16 +35,18 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
-// Reports, events and leader election. Secrets are read (get) only where a RegistryScan or a
+// Reports and events. Secrets are read (get) only where a RegistryScan or a
 // policy references them, but the controllers watch Secret metadata (list/watch, no data is
 // cached) so that a Secret created after the object that needs it un-stalls the object.
 //
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports/status,verbs=get;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+//
+// Events go through the events.k8s.io/v1 API only. The leader-election Lease (and its core
+// events) are covered by the namespaced leader-election Role
+// (config/rbac/leader_election_role.yaml), not by this ClusterRole.
 
 // Options configures the controllers; cmd/imagetrust's manager flags fill it.
 type Options struct {

@@ -83,8 +83,8 @@ func ctrlRef(apiVersion, kind, name string) metav1.OwnerReference {
 
 func TestResolveOwner(t *testing.T) {
 	objects := map[string]*metav1.ObjectMeta{
-		"ReplicaSet/web-5d9f": {Name: "web-5d9f", OwnerReferences: []metav1.OwnerReference{ctrlRef("apps/v1", "Deployment", "web")}},
-		"ReplicaSet/orphan-rs": {Name: "orphan-rs"},
+		"ReplicaSet/web-5d9f":   {Name: "web-5d9f", OwnerReferences: []metav1.OwnerReference{ctrlRef("apps/v1", "Deployment", "web")}},
+		"ReplicaSet/orphan-rs":  {Name: "orphan-rs"},
 		"ReplicaSet/rollout-rs": {Name: "rollout-rs", OwnerReferences: []metav1.OwnerReference{ctrlRef("argoproj.io/v1alpha1", "Rollout", "canary")}},
 		"Job/backup-28123":      {Name: "backup-28123", OwnerReferences: []metav1.OwnerReference{ctrlRef("batch/v1", "CronJob", "backup")}},
 		"Job/once":              {Name: "once"},

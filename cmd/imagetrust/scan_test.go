@@ -59,7 +59,11 @@ func TestScanCommand(t *testing.T) {
 		t.Fatalf("db status: %v %q", err, out.String())
 	}
 
-	base := []string{reg.Repo("team/app:v1"), "--db-dir", dbDir, "--cache-dir", filepath.Join(dir, "sbom"), "--key", keyFile, "--insecure-ignore-tlog", "-o", "json"}
+	args := func(extra ...string) []string {
+		return append([]string{reg.Repo("team/app:v1"), "--db-dir", dbDir, "--cache-dir", filepath.Join(dir, "sbom"),
+			"--key", keyFile, "--insecure-ignore-tlog"}, extra...)
+	}
+	base := args("-o", "json")
 
 	// Signed, scanned, no gate: Trusted, exit 0.
 	out.Reset()
@@ -97,8 +101,8 @@ func TestScanCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	args := []string{reg.Repo("team/app:v1"), "--db-dir", dbDir, "--key", otherFile, "--insecure-ignore-tlog", "-o", "json"}
-	if err := runScan(args, &out); !errors.As(err, &ee) || ee.code != 2 {
+	wrongKey := []string{reg.Repo("team/app:v1"), "--db-dir", dbDir, "--key", otherFile, "--insecure-ignore-tlog", "-o", "json"}
+	if err := runScan(wrongKey, &out); !errors.As(err, &ee) || ee.code != 2 {
 		t.Fatalf("wrong key: want exit 2, got %v", err)
 	}
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Results[0].Signature.State != "Invalid" {
@@ -108,7 +112,7 @@ func TestScanCommand(t *testing.T) {
 	// Table and SARIF outputs render the same finding.
 	for _, format := range []string{"table", "sarif"} {
 		out.Reset()
-		if err := runScan(append(base[:len(base)-2], "-o", format), &out); err != nil {
+		if err := runScan(args("-o", format), &out); err != nil {
 			t.Fatalf("-o %s: %v", format, err)
 		}
 		if !strings.Contains(out.String(), "CVE-2026-1000") {
@@ -120,13 +124,17 @@ func TestScanCommand(t *testing.T) {
 	if err := runScan([]string{"--db-dir", dbDir}, &out); !errors.As(err, &ee) || ee.code != 64 {
 		t.Fatalf("no image: %v", err)
 	}
-	// A stale DB is refused rather than silently used.
+	// A DB past --db-max-age is never matched against: the result says why, and a gate on
+	// vulnerabilities cannot pass (Unknown, exit 0 — not a silent Trusted).
 	out.Reset()
-	err = runScan(append(base, "--db-max-age", "1m"), &out)
-	if err == nil || errors.As(err, &ee) && ee.code == 2 {
-		// The scan itself may succeed but then reports not-scanned; the verdict is Unknown.
-		if err2 := json.Unmarshal(out.Bytes(), &rep); err2 != nil || rep.Results[0].Scanned || !strings.Contains(rep.Results[0].ScanReason, "stale") {
-			t.Fatalf("stale DB: err %v report %+v", err, rep)
-		}
+	if err := runScan(args("-o", "json", "--db-max-age", "1m", "--fail-on", "critical"), &out); err != nil {
+		t.Fatalf("stale DB: %v", err)
+	}
+	var stale ScanReport
+	if err := json.Unmarshal(out.Bytes(), &stale); err != nil {
+		t.Fatal(err)
+	}
+	if r := stale.Results[0]; r.Scanned || !strings.Contains(r.ScanReason, "stale") || stale.Verdict != "Unknown" {
+		t.Fatalf("stale DB: scanned=%v reason %q verdict %s", r.Scanned, r.ScanReason, stale.Verdict)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anchore/stereoscope/pkg/file"
@@ -84,7 +85,8 @@ func (g *Generator) Fetch(ctx context.Context, img name.Digest) (*SBOM, error) {
 		RegistryOptions: &regOpts,
 	})
 
-	s, err := syft.CreateSBOM(ctx, src, g.createConfig())
+	cfg := g.createConfig()
+	s, err := syft.CreateSBOM(withSharedLicenseScanner(ctx, cfg), src, cfg)
 	if err != nil {
 		return nil, g.fail(ctx, img, "cataloging", err)
 	}
@@ -149,4 +151,43 @@ func (g *Generator) createConfig() *syft.CreateSBOMConfig {
 		cfg = cfg.WithoutFiles()
 	}
 	return cfg
+}
+
+// Building Syft's license scanner compiles every known license text into one automaton, which
+// takes most of a small image's generation time (~1 s on two cores). The compiled scanner is
+// read-only after construction (licensecheck shares its own built-in one between goroutines),
+// so it is built once and offered to every generation; CreateSBOM uses a scanner it finds in
+// the context instead of building its own.
+var (
+	licenseOnce sync.Once
+	licenseCtx  context.Context // holds only the scanner value; never cancelled
+)
+
+func withSharedLicenseScanner(ctx context.Context, cfg *syft.CreateSBOMConfig) context.Context {
+	licenseOnce.Do(func() {
+		lctx, err := syft.SetContextLicenseScanner(context.Background(), cfg.Licenses)
+		if err == nil {
+			licenseCtx = lctx
+		}
+		// on error CreateSBOM builds its own scanner and reports the same failure
+	})
+	if licenseCtx == nil {
+		return ctx
+	}
+	return valuesFallback{Context: ctx, fallback: licenseCtx}
+}
+
+// valuesFallback is ctx (deadline, cancellation, values) with values it lacks looked up in
+// fallback.
+type valuesFallback struct {
+	context.Context
+	fallback context.Context
+}
+
+// Value implements context.Context.
+func (v valuesFallback) Value(key any) any {
+	if x := v.Context.Value(key); x != nil {
+		return x
+	}
+	return v.fallback.Value(key)
 }

@@ -16,8 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anchore/stereoscope/pkg/image"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 const dpkgStatus = `Package: base-files
@@ -117,13 +122,36 @@ require (
 )
 `
 
+// zlibCopyright is a copyright file without DEP-5 structure, so Syft must classify its text.
+const zlibCopyright = `This is Debian's prepackaged version of the zlib compression library.
+
+Copyright (C) 1995-2022 Jean-loup Gailly and Mark Adler
+
+  This software is provided 'as-is', without any express or implied
+  warranty.  In no event will the authors be held liable for any damages
+  arising from the use of this software.
+
+  Permission is granted to anyone to use this software for any purpose,
+  including commercial applications, and to alter it and redistribute it
+  freely, subject to the following restrictions:
+
+  1. The origin of this software must not be misrepresented; you must not
+     claim that you wrote the original software. If you use this software
+     in a product, an acknowledgment in the product documentation would be
+     appreciated but is not required.
+  2. Altered source versions must be plainly marked as such, and must not be
+     misrepresented as being the original software.
+  3. This notice may not be removed or altered from any source distribution.
+`
+
 func debianLayer(t testing.TB) v1.Layer {
 	return tarLayer(t, map[string]string{
-		"etc/os-release":        bookwormOSRelease,
-		"etc/debian_version":    "12.5\n",
-		"var/lib/dpkg/status":   dpkgStatus,
-		"usr/share/doc/README":  "placeholder\n",
-		"usr/lib/os-release.md": "not an os-release file\n",
+		"usr/share/doc/zlib1g/copyright": zlibCopyright,
+		"etc/os-release":                 bookwormOSRelease,
+		"etc/debian_version":             "12.5\n",
+		"var/lib/dpkg/status":            dpkgStatus,
+		"usr/share/doc/README":           "placeholder\n",
+		"usr/lib/os-release.md":          "not an os-release file\n",
 	})
 }
 
@@ -144,6 +172,11 @@ type syftView struct {
 		Type    string `json:"type"`
 		FoundBy string `json:"foundBy"`
 		PURL    string `json:"purl"`
+		// Licenses found; Syft's license classifier names zlib's text "Zlib"
+		Licenses []struct {
+			Value          string `json:"value"`
+			SPDXExpression string `json:"spdxExpression"`
+		} `json:"licenses"`
 	} `json:"artifacts"`
 	Distro struct {
 		ID              string `json:"id"`
@@ -243,8 +276,15 @@ func TestGeneratorDebianImage(t *testing.T) {
 	}
 	wantPURL := "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-12.5&upstream=zlib"
 	for _, a := range v.Artifacts {
-		if a.Name == "zlib1g" && a.PURL != wantPURL {
+		if a.Name != "zlib1g" {
+			continue
+		}
+		if a.PURL != wantPURL {
 			t.Errorf("zlib1g purl = %q, want %q", a.PURL, wantPURL)
+		}
+		// only the license classifier (shared across generations) can name this text
+		if len(a.Licenses) != 1 || a.Licenses[0].SPDXExpression != "Zlib" {
+			t.Errorf("zlib1g licenses = %+v, want one classified as Zlib", a.Licenses)
 		}
 	}
 	if left := leftovers(t, tmp); len(left) != 0 {
@@ -425,5 +465,83 @@ func TestGeneratorMissingImage(t *testing.T) {
 	}
 	if left := leftovers(t, tmp); len(left) != 0 {
 		t.Errorf("temp files left behind after failure: %q", left)
+	}
+}
+
+func TestValuesFallbackKeepsCancellation(t *testing.T) {
+	type key string
+	base := context.WithValue(context.Background(), key("shared"), "scanner")
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key("call"), "mine"))
+	v := valuesFallback{Context: ctx, fallback: base}
+	if v.Value(key("call")) != "mine" || v.Value(key("shared")) != "scanner" || v.Value(key("none")) != nil {
+		t.Errorf("values: call=%v shared=%v none=%v", v.Value(key("call")), v.Value(key("shared")), v.Value(key("none")))
+	}
+	cancel()
+	select {
+	case <-v.Done():
+	default:
+		t.Fatal("cancelling the call's context did not reach the wrapper")
+	}
+	if !errors.Is(v.Err(), context.Canceled) {
+		t.Errorf("Err = %v, want context.Canceled", v.Err())
+	}
+}
+
+// basicAuth demands user:pass on every request, as a private registry would.
+func basicAuth(user, pass string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u, p, ok := r.BasicAuth()
+			if !ok || u != user || p != pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func TestGeneratorRegistryCredentials(t *testing.T) {
+	host := testRegistry(t, basicAuth("robot", "s3cret-pass"))
+	layer := debianLayer(t)
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(host + "/private@" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "robot", Password: "s3cret-pass"})); err != nil {
+		t.Fatal(err)
+	}
+
+	creds := func(pass string) image.RegistryOptions {
+		return image.RegistryOptions{Credentials: []image.RegistryCredentials{{Authority: host, Username: "robot", Password: pass}}}
+	}
+	s, err := (&Generator{Registry: creds("s3cret-pass")}).Fetch(context.Background(), ref)
+	if err != nil {
+		t.Fatalf("Fetch with credentials: %v", err)
+	}
+	if s.Packages != 3 {
+		t.Errorf("Packages = %d, want 3", s.Packages)
+	}
+
+	begin := time.Now()
+	_, err = (&Generator{Registry: creds("wrong-pass")}).Fetch(context.Background(), ref)
+	t.Logf("wrong password failed after %v: %v", time.Since(begin), err)
+	if err == nil {
+		t.Fatal("Fetch with a wrong password succeeded")
+	}
+	if !strings.Contains(err.Error(), "UNAUTHORIZED") {
+		t.Errorf("error %q does not carry the registry's reason", err)
+	}
+	if strings.Contains(err.Error(), "wrong-pass") || strings.Contains(err.Error(), "s3cret-pass") {
+		t.Errorf("error leaks a password: %v", err)
 	}
 }

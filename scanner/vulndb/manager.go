@@ -49,6 +49,8 @@ const (
 	currentFileName = "current"
 	genPrefix       = "gen-"
 	sourceFileName  = "imagetrust-source.json"
+	// ociDownloadPrefix names archives fetched by ImportOCI while they are imported.
+	ociDownloadPrefix = "oci-download-"
 )
 
 // Config configures a Manager.
@@ -199,6 +201,7 @@ func (m *Manager) Load(ctx context.Context) error {
 		return m.fail(err)
 	}
 	if cur := m.current(); cur != nil && cur.root == root {
+		m.clearErr()
 		return nil
 	}
 	h, err := m.open(root, managed)
@@ -333,8 +336,9 @@ func (m *Manager) activate(h *handle) {
 	m.pruneGenerations(h.root)
 }
 
-// pruneGenerations removes generation directories other than keep (left by replaced databases
-// or interrupted imports).
+// pruneGenerations removes generation directories other than keep and OCI downloads, left by
+// replaced databases or interrupted imports. Callers hold installMu, so nothing else is using
+// them.
 func (m *Manager) pruneGenerations(keep string) {
 	entries, err := os.ReadDir(m.cfg.Dir)
 	if err != nil {
@@ -342,7 +346,7 @@ func (m *Manager) pruneGenerations(keep string) {
 	}
 	for _, e := range entries {
 		p := filepath.Join(m.cfg.Dir, e.Name())
-		if e.IsDir() && strings.HasPrefix(e.Name(), genPrefix) && p != keep {
+		if (strings.HasPrefix(e.Name(), genPrefix) || strings.HasPrefix(e.Name(), ociDownloadPrefix)) && p != keep {
 			_ = os.RemoveAll(p)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -697,9 +699,9 @@ func TestSanitizeURL(t *testing.T) {
 	}
 }
 
-// TestConcurrentMatchesDuringImport runs many matches on the shared database while a new one
-// is imported; every match must succeed and see exactly one of the two databases. Run with
-// -race.
+// TestConcurrentMatchesDuringImport runs matches on the shared database from many goroutines
+// while a new database is imported; every match must succeed and see exactly one of the two
+// databases, and both must be seen. Run with -race.
 func TestConcurrentMatchesDuringImport(t *testing.T) {
 	ctx := context.Background()
 	m := newLoadedManager(t, Config{})
@@ -708,30 +710,37 @@ func TestConcurrentMatchesDuringImport(t *testing.T) {
 	archiveB := newTestArchive(t, builtB, dbtestVulnsPlus(extraVuln))
 	doc := []byte(cdxDoc("left-pad", "1.1.0", "pkg:npm/left-pad@1.1.0"))
 
-	const workers, perWorker = 8, 6
+	const workers = 8
 	var wg sync.WaitGroup
-	start := make(chan struct{})
-	errs := make(chan error, workers*perWorker+1)
-	var sawA, sawB sync.Once
-	var seenA, seenB bool
+	start, imported := make(chan struct{}), make(chan struct{})
+	errs := make(chan error, 1024)
+	var seenA, seenB, total atomic.Int64
+	matchOnce := func() {
+		total.Add(1)
+		res, err := m.Match(ctx, doc)
+		switch {
+		case err != nil:
+			errs <- err
+		case res.DB.Built.Equal(builtA) && len(res.Findings) == 0:
+			seenA.Add(1)
+		case res.DB.Built.Equal(builtB) && len(res.Findings) == 1 && res.Findings[0].ID == extraVuln.ID:
+			seenB.Add(1)
+		default:
+			errs <- fmt.Errorf("inconsistent result: DB built %s, findings %+v", res.DB.Built, res.Findings)
+		}
+	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			for i := 0; i < perWorker; i++ {
-				res, err := m.Match(ctx, doc)
-				if err != nil {
-					errs <- err
-					continue
-				}
-				switch {
-				case res.DB.Built.Equal(builtA) && len(res.Findings) == 0:
-					sawA.Do(func() { seenA = true })
-				case res.DB.Built.Equal(builtB) && len(res.Findings) == 1 && res.Findings[0].ID == extraVuln.ID:
-					sawB.Do(func() { seenB = true })
+			for {
+				select {
+				case <-imported:
+					matchOnce() // and one on the new database
+					return
 				default:
-					errs <- errors.New("inconsistent result: built " + res.DB.Built.String())
+					matchOnce()
 				}
 			}
 		}()
@@ -739,10 +748,10 @@ func TestConcurrentMatchesDuringImport(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(imported)
 		<-start
-		time.Sleep(5 * time.Millisecond)
 		if changed, err := m.Import(ctx, archiveB); err != nil || !changed {
-			errs <- errors.New("import during matches failed")
+			errs <- fmt.Errorf("import during matches: changed=%v err=%v", changed, err)
 		}
 	}()
 	close(start)
@@ -751,12 +760,12 @@ func TestConcurrentMatchesDuringImport(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	t.Logf("%d matches: %d on the old database, %d on the new", total.Load(), seenA.Load(), seenB.Load())
+	if seenA.Load() == 0 || seenB.Load() < workers {
+		t.Errorf("old DB seen %d times, new %d times; want both (new at least %d)", seenA.Load(), seenB.Load(), workers)
+	}
 	if !m.Status().Built.Equal(builtB) {
 		t.Errorf("active DB built %s, want %s", m.Status().Built, builtB)
-	}
-	t.Logf("matches saw old DB: %v, new DB: %v", seenA, seenB)
-	if res, err := m.Match(ctx, doc); err != nil || len(res.Findings) != 1 {
-		t.Errorf("match after import: %v %+v", err, res)
 	}
 }
 

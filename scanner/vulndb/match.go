@@ -134,30 +134,40 @@ func (m *Manager) Match(ctx context.Context, sbom []byte) (*MatchResult, error) 
 		return nil, fmt.Errorf("%w: empty document", ErrInvalidSBOM)
 	}
 
+	findings, n, err := matchSBOM(ctx, h.provider, sbom)
+	if err != nil {
+		return nil, err
+	}
+	return &MatchResult{Findings: findings, Packages: n, DB: st}, nil
+}
+
+// matchSBOM is the grype part of Match: decode, match with the CLI's defaults, convert.
+func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbom []byte) ([]Finding, int, error) {
 	pkgs, pkgCtx, _, err := pkg.ProvideFromReader(bytes.NewReader(sbom), providerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
+		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
 	}
 
+	// a matcher per call: VulnerabilityMatcher and some matchers keep per-run state
 	vm := grype.VulnerabilityMatcher{
-		VulnerabilityProvider: h.provider,
+		VulnerabilityProvider: vp,
 		Matchers:              matcher.NewDefaultMatchers(defaultMatcherConfig()),
 		IgnoreRules:           defaultIgnoreRules,
 	}
 	remaining, _, err := vm.FindMatchesContext(ctx, pkgs, pkgCtx)
 	if err != nil {
-		return nil, fmt.Errorf("vulndb: match: %w", err)
+		return nil, 0, fmt.Errorf("vulndb: match: %w", err)
 	}
 
-	res := &MatchResult{Packages: len(pkgs), DB: st}
+	var findings []Finding
 	for _, mm := range remaining.Sorted() {
-		res.Findings = append(res.Findings, m.finding(h, mm))
+		findings = append(findings, toFinding(vp, mm))
 	}
-	SortFindings(res.Findings)
-	return res, nil
+	SortFindings(findings)
+	return findings, len(pkgs), nil
 }
 
-func (m *Manager) finding(h *handle, mm match.Match) Finding {
+func toFinding(vp vulnerability.Provider, mm match.Match) Finding {
 	v := mm.Vulnerability
 	f := Finding{
 		ID:            v.ID,
@@ -168,7 +178,7 @@ func (m *Manager) finding(h *handle, mm match.Match) Finding {
 		FixedVersions: nonEmpty(v.Fix.Versions),
 		FixState:      string(v.Fix.State),
 		Namespace:     v.Namespace,
-		Severity:      severityOf(h, v),
+		Severity:      severityOf(vp, v),
 	}
 	if f.FixState == "" {
 		f.FixState = string(vulnerability.FixStateUnknown)
@@ -200,11 +210,11 @@ func nonEmpty(s []string) []string {
 }
 
 // severityOf normalises grype's severity to one of the six names.
-func severityOf(h *handle, v vulnerability.Vulnerability) string {
+func severityOf(vp vulnerability.Provider, v vulnerability.Vulnerability) string {
 	md := v.Metadata
 	if md == nil {
 		// v6 attaches metadata to every vulnerability; the lookup is the documented fallback
-		if looked, err := h.provider.VulnerabilityMetadata(v.Reference); err == nil { //nolint:staticcheck // SA1019: fallback for records without inline metadata
+		if looked, err := vp.VulnerabilityMetadata(v.Reference); err == nil { //nolint:staticcheck // SA1019: fallback for records without inline metadata
 			md = looked
 		}
 	}

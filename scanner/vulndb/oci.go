@@ -127,7 +127,7 @@ func (m *Manager) download(ref name.Digest, d v1.Descriptor, opts []remote.Optio
 	}
 	defer rc.Close()
 
-	tmp, err := os.CreateTemp(m.cfg.Dir, "oci-download-")
+	tmp, err := os.CreateTemp(m.cfg.Dir, ociDownloadPrefix)
 	if err != nil {
 		return "", fmt.Errorf("vulndb: %w", err)
 	}

@@ -1,0 +1,714 @@
+package controllers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
+)
+
+func controllerRef(obj client.Object, apiVersion, kind string) *metav1.OwnerReference {
+	return &metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: obj.GetName(), UID: obj.GetUID(), Controller: ptr.To(true)}
+}
+
+func podTemplate(lbls map[string]string, image string, restart corev1.RestartPolicy) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+		Spec:       corev1.PodSpec{RestartPolicy: restart, Containers: []corev1.Container{{Name: "c", Image: image}}},
+	}
+}
+
+func workloadsOf(r *securityv1alpha1.ImageTrustReport) string {
+	var parts []string
+	for _, w := range r.Spec.Workloads {
+		parts = append(parts, w.Kind+"/"+w.Name+"["+strings.Join(w.Containers, ",")+"]")
+	}
+	return strings.Join(parts, " ")
+}
+
+func findingIDs(r *securityv1alpha1.ImageTrustReport) []string {
+	var ids []string
+	for _, f := range r.Status.TopFindings {
+		ids = append(ids, f.ID+" "+string(f.Severity)+" "+f.Package+" "+f.InstalledVersion+" "+f.FixedVersion)
+	}
+	return ids
+}
+
+// sigRequests counts GETs of the cosign signature tag of digest.
+func sigRequests(reg *registrytest.Registry, digest string) int {
+	tag := strings.Replace(digest, ":", "-", 1) + ".sig"
+	n := 0
+	for _, r := range reg.Requests() {
+		if r.Method == "GET" && strings.HasSuffix(r.Path, "/manifests/"+tag) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPodsBecomeReports: pods with statuses set like a kubelet's → one report per (namespace,
+// digest) with the right digest, top-level owners, signature, SBOM and counts; the digest
+// used in two namespaces is verified once.
+func TestPodsBecomeReports(t *testing.T) {
+	h := newHarness(t, "secure", "open")
+	h.labelNamespace("secure", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.sign(app, syftSBOM(t, app))
+	tool := h.push("team/tool:3.19", registrytest.AlpineImage(alpinePkgs))
+	pol := h.keyPolicy("secure")
+	h.create(pol)
+
+	secure := h.ns["secure"]
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: secure, Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: podTemplate(map[string]string{"app": "web"}, "app", corev1.RestartPolicyAlways)},
+	}
+	h.create(deploy)
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: secure, Name: "web-5d9f8", OwnerReferences: []metav1.OwnerReference{*controllerRef(deploy, "apps/v1", "Deployment")}},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: podTemplate(map[string]string{"app": "web"}, "app", corev1.RestartPolicyAlways)},
+	}
+	h.create(rs)
+	cron := &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: secure, Name: "backup"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 * * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+			Template: podTemplate(nil, "tool", corev1.RestartPolicyNever)}}},
+	}
+	h.create(cron)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: secure, Name: "backup-29000000", OwnerReferences: []metav1.OwnerReference{*controllerRef(cron, "batch/v1", "CronJob")}},
+		Spec:       batchv1.JobSpec{Template: podTemplate(nil, "tool", corev1.RestartPolicyNever)},
+	}
+	h.create(job)
+
+	h.start()
+	appSpec, toolSpec := h.reg.Repo("team/app:1.0"), h.reg.Repo("team/tool:3.19")
+	appID := app.String()                                                // containerd: repo@sha256:…
+	toolID := "docker-pullable://" + tool.String()                       // cri-dockerd
+	bareToolID := tool.DigestStr()                                       // bare digest: repository from the spec
+	for _, pod := range []string{"web-5d9f8-abcde", "web-5d9f8-fghij"} { // two replicas, one workload
+		h.runPod("secure", pod, controllerRef(rs, "apps/v1", "ReplicaSet"),
+			ctr{name: "app", image: appSpec, imageID: appID},
+			ctr{name: "setup", image: toolSpec, imageID: toolID, kind: "init"},
+			ctr{name: "debug", image: toolSpec, imageID: toolID, kind: "ephemeral"})
+	}
+	h.runPod("secure", "backup-29000000-x7k2p", controllerRef(job, "batch/v1", "Job"), ctr{name: "backup", image: toolSpec, imageID: bareToolID})
+	h.waitReport("secure", app.DigestStr(), isReady)
+	h.waitIdle()
+	sigFetches := sigRequests(h.reg, app.DigestStr())
+	registryBefore := h.reg.Counts().Total
+	// The same digest starts running in a second namespace: its report is fanned out from the
+	// assessment already made, without another verification or any registry request.
+	h.runPod("open", "adhoc", nil, ctr{name: "app", image: appSpec, imageID: appID})
+	appOpen := h.waitReport("open", app.DigestStr(), isReady)
+	h.waitIdle()
+	// Before its status arrives the new pod's tag is resolved (one HEAD, plus the ping that
+	// precedes it); nothing about the image itself is fetched again.
+	reqs := h.reg.Requests()
+	for _, r := range reqs[registryBefore:] {
+		if r.Path != "/v2/" && !(r.Method == "HEAD" && r.Path == "/v2/team/app/manifests/1.0") {
+			t.Errorf("the second namespace's report cost a registry request: %s %s", r.Method, r.Path)
+		}
+	}
+	appSecure := h.waitReport("secure", app.DigestStr(), isReady)
+	toolSecure := h.waitReport("secure", tool.DigestStr(), isReady)
+
+	repo := h.reg.Repo("team/app")
+	if appSecure.Spec.Image != repo || appSecure.Spec.ShortDigest != shortDigest(app.DigestStr()) ||
+		appSecure.Name != reportName(repo, app.DigestStr(), 0) || !slices.Equal(appSecure.Spec.Tags, []string{"1.0"}) {
+		t.Errorf("app spec: name %s %+v", appSecure.Name, appSecure.Spec)
+	}
+	if got := workloadsOf(appSecure); got != "Deployment/web[app]" || appSecure.Spec.WorkloadCount != 1 {
+		t.Errorf("app workloads in secure = %q (count %d)", got, appSecure.Spec.WorkloadCount)
+	}
+	if got := workloadsOf(toolSecure); got != "CronJob/backup[backup] Deployment/web[debug,setup]" || toolSecure.Spec.WorkloadCount != 2 {
+		t.Errorf("tool workloads in secure = %q (count %d)", got, toolSecure.Spec.WorkloadCount)
+	}
+	if got := workloadsOf(appOpen); got != "Pod/adhoc[app]" {
+		t.Errorf("app workloads in open = %q", got)
+	}
+
+	sig := appSecure.Status.Signature
+	authority := AuthorityName(pol.Name, "release")
+	if sig.State != securityv1alpha1.SignatureVerified || len(sig.Signers) != 1 || sig.Signers[0].Authority != authority ||
+		sig.Signers[0].KeyFingerprint != h.key.Fingerprint() || sig.CheckedAt == nil {
+		t.Errorf("app signature in secure: %+v", sig)
+	}
+	if s := appSecure.Status.SBOM; s.Source != securityv1alpha1.SBOMAttested || s.Format != "syft-json" || s.Packages != 3 {
+		t.Errorf("app SBOM: %+v", s)
+	}
+	v := appSecure.Status.Vulnerabilities
+	if v.Critical != 1 || v.High != 0 || v.Low != 1 || v.Fixable != 1 || v.DBSchema == "" || v.ScannedAt == nil {
+		t.Errorf("app vulnerabilities: %+v", v)
+	}
+	wantFindings := []string{"CVE-2026-1000 Critical openssl 3.0.11-1~deb12u2 3.0.15-1~deb12u1", "CVE-2026-1001 Low tar 1.34+dfsg-1.2+deb12u1 "}
+	if got := findingIDs(appSecure); !slices.Equal(got, wantFindings) {
+		t.Errorf("app findings\n got %q\nwant %q", got, wantFindings)
+	}
+	if p := appSecure.Status.Policy; p.Verdict != securityv1alpha1.VerdictUntrusted || len(p.FailedChecks) != 1 ||
+		p.FailedChecks[0].Check != "vulnerabilities" || !strings.Contains(p.FailedChecks[0].Message, "CVE-2026-1000") {
+		t.Errorf("app policy in secure: %+v", p)
+	}
+
+	if s := toolSecure.Status.Signature; s.State != securityv1alpha1.SignatureUnsigned {
+		t.Errorf("tool signature: %+v", s)
+	}
+	if s := toolSecure.Status.SBOM; s.Source != securityv1alpha1.SBOMGenerated || s.Format != "syft-json" || s.Packages < 2 {
+		t.Errorf("tool SBOM: %+v", s)
+	}
+	if v := toolSecure.Status.Vulnerabilities; v.High != 1 || v.Critical != 0 || v.Fixable != 1 {
+		t.Errorf("tool vulnerabilities: %+v", v)
+	}
+	if p := toolSecure.Status.Policy; p.Verdict != securityv1alpha1.VerdictUntrusted || p.FailedChecks[0].Check != "signature" {
+		t.Errorf("tool policy: %+v", p)
+	}
+
+	// The open namespace has no policy: NotRequired and Unknown, but SBOM and findings all the same.
+	if s := appOpen.Status.Signature; s.State != securityv1alpha1.SignatureNotRequired || len(s.Signers) != 0 {
+		t.Errorf("app signature in open: %+v", s)
+	}
+	if p := appOpen.Status.Policy; p.Verdict != securityv1alpha1.VerdictUnknown || len(p.Policies) != 0 {
+		t.Errorf("app policy in open: %+v", p)
+	}
+	if got := findingIDs(appOpen); !slices.Equal(got, wantFindings) {
+		t.Errorf("app findings in open: %q", got)
+	}
+	if c := conditionOf(appOpen, securityv1alpha1.ConditionSignatureVerified); c == nil || c.Reason != "NotRequired" {
+		t.Errorf("open SignatureVerified condition: %+v", c)
+	}
+	for _, typ := range []string{"Ready", "SBOMAvailable", "Scanned"} {
+		if c := conditionOf(appSecure, typ); c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("%s condition: %+v", typ, c)
+		}
+	}
+
+	// One digest, two namespaces, three pods: verified once, its signature fetched once.
+	st := h.ctrls.Engine.Stats()
+	if n := st.Verifications[app.DigestStr()]; n != 1 {
+		t.Errorf("app digest verified %d times, want 1", n)
+	}
+	if n := sigRequests(h.reg, app.DigestStr()); n != sigFetches || n == 0 {
+		t.Errorf("app signature tag fetched %d times in total, %d of them for the first namespace", n, sigFetches)
+	}
+	if n := st.Verifications[tool.DigestStr()]; n != 1 {
+		t.Errorf("tool digest verified %d times, want 1", n)
+	}
+
+	// The Untrusted app report warned once, on the report and on its Deployment.
+	reportEv := h.events.about("ImageTrustReport/" + secure + "/" + appSecure.Name)
+	if len(reportEv) != 1 || reportEv[0].Type != corev1.EventTypeWarning || reportEv[0].Reason != ReasonNewVulnerabilities ||
+		!strings.HasPrefix(reportEv[0].Note, "1 new Critical/High vulnerabilities: CVE-2026-1000; image is Untrusted: ") {
+		t.Errorf("events on the app report: %+v", reportEv)
+	}
+	if ev := h.events.about("Deployment/" + secure + "/web"); len(ev) != 2 { // app and tool reports
+		t.Errorf("events on the Deployment: %+v", ev)
+	}
+	h.eventually(20*time.Second, "event stored in the API", func() error {
+		evs, err := h.apiEvents(secure, "ImageTrustReport", appSecure.Name)
+		if err != nil {
+			return err
+		}
+		if len(evs) != 1 || evs[0].Type != corev1.EventTypeWarning || evs[0].Reason != ReasonNewVulnerabilities || evs[0].Action != "Assess" {
+			return fmt.Errorf("events %+v", evs)
+		}
+		return nil
+	})
+
+	// A pod going away keeps the report while the other replica and workload remain.
+	var pod corev1.Pod
+	if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: secure, Name: "backup-29000000-x7k2p"}, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.Delete(h.ctx, &pod); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReport("secure", tool.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if got := workloadsOf(r); got != "Deployment/web[debug,setup]" || r.Spec.WorkloadCount != 1 {
+			return fmt.Errorf("workloads %q", got)
+		}
+		return nil
+	})
+}
+
+// TestRegistryScanTagFilterAndNewTag: a RegistryScan's filtered tags become reports owned by
+// the scan; a tag pushed later shows up after the next tick of the (fake) clock.
+func TestRegistryScanTagFilterAndNewTag(t *testing.T) {
+	h := newHarness(t, "scans")
+	ns := h.ns["scans"]
+	version := func(v string) name.Digest {
+		return h.push("scan/app:"+v, registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/app-version": v})))
+	}
+	d100 := version("1.0.0")
+	d110 := version("1.1.0")
+	if _, err := h.reg.Push(h.ctx, h.reg.Repo("scan/app:latest"), registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/app-version": "1.1.0"}))); err != nil {
+		t.Fatal(err)
+	}
+	drc := version("2.0.0-rc1")
+	ddev := version("dev")
+	scan := &securityv1alpha1.RegistryScan{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "catalog"},
+		Spec: securityv1alpha1.RegistryScanSpec{
+			Repositories: []string{h.reg.Repo("scan/app")},
+			TagFilter:    securityv1alpha1.TagFilter{Include: []string{`^\d+\.\d+\.\d+`}, Exclude: []string{`-rc`}, Semver: ">=1.0.0"},
+			Schedule:     "@every 1h",
+			Insecure:     true,
+		},
+	}
+	h.create(scan)
+	h.start()
+
+	var first metav1.Time
+	h.eventually(60*time.Second, "scan status", func() error {
+		var s securityv1alpha1.RegistryScan
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+			return err
+		}
+		st := s.Status
+		if st.TagsFound != 2 || st.DigestsFound != 2 || st.LastSuccessfulTime == nil || st.NextScheduleTime == nil {
+			return fmt.Errorf("status %+v", st)
+		}
+		if !st.NextScheduleTime.Time.Equal(st.LastScheduleTime.Time.Add(time.Hour)) {
+			return fmt.Errorf("next %v is not last %v + 1h", st.NextScheduleTime, st.LastScheduleTime)
+		}
+		if c := meta(st.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue || c.Message != "2 tags, 2 digests" {
+			return fmt.Errorf("conditions %+v", st.Conditions)
+		}
+		first = *st.LastScheduleTime
+		return nil
+	})
+	for d, tags := range map[string][]string{d100.DigestStr(): {"1.0.0"}, d110.DigestStr(): {"1.1.0"}} {
+		r := h.waitReport("scans", d, isReady)
+		if !slices.Equal(r.Spec.Tags, tags) || !slices.Equal(r.Spec.RegistryScans, []string{"catalog"}) || r.Spec.WorkloadCount != 0 {
+			t.Errorf("report %s spec %+v", r.Name, r.Spec)
+		}
+		if len(r.OwnerReferences) != 1 || r.OwnerReferences[0].Kind != "RegistryScan" || r.OwnerReferences[0].Name != "catalog" ||
+			r.OwnerReferences[0].UID != scan.UID {
+			t.Errorf("report %s owners %+v", r.Name, r.OwnerReferences)
+		}
+		if r.Status.Signature.State != securityv1alpha1.SignatureNotRequired || r.Status.Policy.Verdict != securityv1alpha1.VerdictUnknown ||
+			r.Status.SBOM.Source != securityv1alpha1.SBOMGenerated {
+			t.Errorf("report %s status %+v", r.Name, r.Status)
+		}
+	}
+	rs, err := h.reports("scans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[drc.DigestStr()] != nil || rs[ddev.DigestStr()] != nil {
+		t.Fatalf("reports for %d digests (rc or dev must be filtered out)", len(rs))
+	}
+
+	// A new release: nothing happens until the schedule comes round.
+	d120 := version("1.2.0")
+	h.waitIdle()
+	time.Sleep(300 * time.Millisecond)
+	if rs, _ := h.reports("scans"); len(rs) != 2 {
+		t.Fatalf("the new tag was listed before the next tick: %d reports", len(rs))
+	}
+	h.clock.Advance(time.Hour)
+	h.waitReport("scans", d120.DigestStr(), isReady)
+	var s securityv1alpha1.RegistryScan
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Status.TagsFound != 3 || s.Status.DigestsFound != 3 || !s.Status.LastScheduleTime.Time.Equal(first.Add(time.Hour)) {
+		t.Fatalf("after the tick: %+v (first run %v)", s.Status, first)
+	}
+}
+
+func meta(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// TestSignatureRemovedWarnsOnce: the signature disappears from the registry; the policy's next
+// scheduled re-verification flips the report, with exactly one Warning event.
+func TestSignatureRemovedWarnsOnce(t *testing.T) {
+	h := newHarness(t, "secure")
+	h.labelNamespace("secure", map[string]string{"imagetrust-test/secure": "true"})
+	img := h.push("team/signed:1", registrytest.DebianImage([]registrytest.Pkg{{Name: "tar", Version: "1.34+dfsg-1.2+deb12u1"}, {Name: "zlib1g", Version: "1:1.2.13.dfsg-1"}}))
+	h.sign(img, syftSBOM(t, img))
+	pol := h.keyPolicy("sig")
+	pol.Spec.Vulnerabilities = nil // Trusted while signed
+	h.create(pol)
+	h.start()
+	h.runPod("secure", "signed", nil, ctr{name: "app", image: h.reg.Repo("team/signed:1"), imageID: img.String()})
+
+	r := h.waitReport("secure", img.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if err := isReady(r); err != nil {
+			return err
+		}
+		if r.Status.Signature.State != securityv1alpha1.SignatureVerified || r.Status.Policy.Verdict != securityv1alpha1.VerdictTrusted {
+			return fmt.Errorf("signature %s verdict %s", r.Status.Signature.State, r.Status.Policy.Verdict)
+		}
+		return nil
+	})
+	h.waitIdle()
+	regarding := "ImageTrustReport/" + h.ns["secure"] + "/" + r.Name
+	before := len(h.events.about(regarding))
+	podBefore := len(h.events.about("Pod/" + h.ns["secure"] + "/signed"))
+
+	sigTag := img.Context().Tag(strings.Replace(img.DigestStr(), ":", "-", 1) + ".sig")
+	if err := remote.Delete(sigTag, h.reg.RemoteOptions(h.ctx)...); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing re-verifies before the schedule.
+	time.Sleep(300 * time.Millisecond)
+	if n := h.ctrls.Engine.Stats().Verifications[img.DigestStr()]; n != 1 {
+		t.Fatalf("re-verified %d times before the schedule", n)
+	}
+	h.clock.Advance(time.Hour)
+	h.waitReport("secure", img.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Signature.State != securityv1alpha1.SignatureUnsigned || r.Status.Policy.Verdict != securityv1alpha1.VerdictUntrusted {
+			return fmt.Errorf("signature %s verdict %s", r.Status.Signature.State, r.Status.Policy.Verdict)
+		}
+		return nil
+	})
+	h.waitIdle()
+	time.Sleep(500 * time.Millisecond)
+	evs := h.events.about(regarding)[before:]
+	if len(evs) != 1 || evs[0].Type != corev1.EventTypeWarning || evs[0].Reason != ReasonSignatureNotVerified ||
+		!strings.Contains(evs[0].Note, "signature was Verified, now Unsigned") || !strings.Contains(evs[0].Note, "verdict changed from Trusted to Untrusted") {
+		t.Fatalf("events after the signature was removed: %+v", evs)
+	}
+	if ev := h.events.about("Pod/" + h.ns["secure"] + "/signed")[podBefore:]; len(ev) != 1 || ev[0].Reason != ReasonSignatureNotVerified {
+		t.Fatalf("events on the pod: %+v", ev)
+	}
+	h.eventually(20*time.Second, "one SignatureNotVerified event in the API", func() error {
+		evs, err := h.apiEvents(h.ns["secure"], "ImageTrustReport", r.Name)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, e := range evs {
+			if e.Reason == ReasonSignatureNotVerified {
+				n++
+				if e.Type != corev1.EventTypeWarning || e.Series != nil {
+					return fmt.Errorf("event %+v", e)
+				}
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%d SignatureNotVerified events", n)
+		}
+		return nil
+	})
+	// The next cycle finds the same state: no further event.
+	h.clock.Advance(time.Hour)
+	h.eventually(20*time.Second, "second re-verification", func() error {
+		if n := h.ctrls.Engine.Stats().Verifications[img.DigestStr()]; n != 3 {
+			return fmt.Errorf("%d verifications", n)
+		}
+		return nil
+	})
+	h.waitIdle()
+	if n := len(h.events.about(regarding)) - before; n != 1 {
+		t.Fatalf("%d events after an unchanged re-verification, want still 1", n)
+	}
+}
+
+// TestDBSwapRematchesWithoutRegistryTraffic: a new DB archive with a new CVE updates the
+// reports from the cached SBOM — no manifest or blob request reaches the registry.
+func TestDBSwapRematchesWithoutRegistryTraffic(t *testing.T) {
+	h := newHarness(t, "apps")
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	tool := h.push("team/tool:3.19", registrytest.AlpineImage(alpinePkgs))
+	h.start()
+	h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()},
+		ctr{name: "tool", image: h.reg.Repo("team/tool:3.19"), imageID: tool.String()})
+	r := h.waitReport("apps", app.DigestStr(), isReady)
+	h.waitReport("apps", tool.DigestStr(), isReady)
+	h.waitIdle()
+	if r.Status.Vulnerabilities.Critical != 1 || slices.ContainsFunc(findingIDs(r), func(s string) bool { return strings.HasPrefix(s, "CVE-2026-3000") }) {
+		t.Fatalf("before the swap: %+v %q", r.Status.Vulnerabilities, findingIDs(r))
+	}
+	oldBuilt := r.Status.Vulnerabilities.DBBuilt
+	verified := h.ctrls.Engine.Stats().Verifications
+
+	h.reg.Reset()
+	copyFile(t, newArchive, h.archive)
+	h.ctrls.CheckDBArchive(h.ctx)
+	r = h.waitReport("apps", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Vulnerabilities.Critical != 2 {
+			return fmt.Errorf("critical %d", r.Status.Vulnerabilities.Critical)
+		}
+		return nil
+	})
+	h.waitIdle()
+	want := []string{"CVE-2026-1000 Critical openssl 3.0.11-1~deb12u2 3.0.15-1~deb12u1",
+		"CVE-2026-3000 Critical bash 5.2.15-2+b7 5.2.15-3", "CVE-2026-1001 Low tar 1.34+dfsg-1.2+deb12u1 "}
+	if got := findingIDs(r); !slices.Equal(got, want) {
+		t.Errorf("findings after the swap\n got %q\nwant %q", got, want)
+	}
+	if !r.Status.Vulnerabilities.DBBuilt.After(oldBuilt.Time) {
+		t.Errorf("dbBuilt %v not after %v", r.Status.Vulnerabilities.DBBuilt, oldBuilt)
+	}
+	c := h.reg.Counts()
+	t.Logf("registry requests during the rematch: %+v", c)
+	if c.Manifests.Sum() != 0 || c.Blobs.Sum() != 0 || c.Total != 0 {
+		t.Fatalf("the rematch reached the registry: %+v", c)
+	}
+	after := h.ctrls.Engine.Stats()
+	for d, n := range verified {
+		if after.Verifications[d] != n {
+			t.Errorf("digest %s re-verified on a DB change", d)
+		}
+		if after.Matches[d] < 2 {
+			t.Errorf("digest %s not rematched", d)
+		}
+	}
+	ev := h.events.about("ImageTrustReport/" + h.ns["apps"] + "/" + r.Name)
+	if len(ev) != 2 || ev[1].Reason != ReasonNewVulnerabilities || ev[1].Note != "1 new Critical/High vulnerabilities: CVE-2026-3000" {
+		t.Errorf("events: %+v", ev)
+	}
+}
+
+// TestSteadyStateWritesNothing: a full schedule cycle (policy re-verification and a registry
+// scan relisting) with nothing changed writes no report.
+func TestSteadyStateWritesNothing(t *testing.T) {
+	h := newHarness(t, "steady")
+	h.labelNamespace("steady", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.sign(app, syftSBOM(t, app))
+	tool := h.push("team/tool:3.19", registrytest.AlpineImage(alpinePkgs))
+	listed := h.push("scan/app:1.0.0", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/app-version": "1.0.0"})))
+	h.create(h.keyPolicy("steady"))
+	scan := &securityv1alpha1.RegistryScan{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns["steady"], Name: "catalog"},
+		Spec:       securityv1alpha1.RegistryScanSpec{Repositories: []string{h.reg.Repo("scan/app")}, Schedule: "@every 1h", Insecure: true},
+	}
+	h.create(scan)
+	h.start()
+	h.runPod("steady", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()},
+		ctr{name: "tool", image: h.reg.Repo("team/tool:3.19"), imageID: tool.String()})
+	for _, d := range []name.Digest{app, tool, listed} {
+		h.waitReport("steady", d.DigestStr(), isReady)
+	}
+	h.waitIdle()
+	time.Sleep(300 * time.Millisecond)
+
+	var s securityv1alpha1.RegistryScan
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+		t.Fatal(err)
+	}
+	lastRun := s.Status.LastScheduleTime.Time
+	rvs := map[string]string{}
+	rs, _ := h.reports("steady")
+	for d, r := range rs {
+		rvs[d] = r.ResourceVersion
+	}
+	before := h.ctrls.Engine.Stats().Verifications
+	h.writes.reset()
+	h.reg.Reset()
+
+	h.clock.Advance(time.Hour + time.Second) // one full cycle of the policy and the scan
+	h.eventually(30*time.Second, "the cycle ran", func() error {
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+			return err
+		}
+		if !s.Status.LastScheduleTime.Time.After(lastRun) {
+			return errors.New("scan did not run")
+		}
+		st := h.ctrls.Engine.Stats()
+		for _, d := range []name.Digest{app, tool, listed} {
+			if st.Verifications[d.DigestStr()] != before[d.DigestStr()]+1 {
+				return fmt.Errorf("%s verified %d times", shortDigest(d.DigestStr()), st.Verifications[d.DigestStr()])
+			}
+		}
+		return nil
+	})
+	h.waitIdle()
+	time.Sleep(time.Second)
+	writes := h.writes.snapshot()
+	c := h.reg.Counts()
+	t.Logf("steady-state cycle: API writes %v (total %d, report writes %d); registry requests %d (manifests %+v, blobs %+v, tags %d, referrers %d, ping %d)",
+		writes, h.writes.total(), h.writes.reportWrites(), c.Total, c.Manifests, c.Blobs, c.Tags, c.Referrers, c.Ping)
+	if n := h.writes.reportWrites(); n != 0 {
+		t.Fatalf("%d report writes in a steady state: %v", n, writes)
+	}
+	rs, _ = h.reports("steady")
+	for d, r := range rs {
+		if r.ResourceVersion != rvs[d] {
+			t.Errorf("report %s changed (resourceVersion %s → %s)", r.Name, rvs[d], r.ResourceVersion)
+		}
+	}
+	if c.Blobs.GET != 0 {
+		t.Errorf("a steady-state cycle pulled %d blobs", c.Blobs.GET)
+	}
+}
+
+// TestManagerRestartMidScan: the manager stops while an image is being assessed; its successor
+// finishes the work without losing, duplicating or rewriting reports.
+func TestManagerRestartMidScan(t *testing.T) {
+	h := newHarness(t, "restart")
+	var digests []name.Digest
+	for i, v := range []string{"a", "b", "c"} {
+		d := h.push(fmt.Sprintf("restart/%s:1", v), registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/restart": v + fmt.Sprint(i)})))
+		digests = append(digests, d)
+	}
+	slow := digests[2]
+	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/manifests/" + slow.DigestStr(), Method: "GET", Status: -1, Delay: 20 * time.Second, Times: 1})
+	h.start()
+	for i, d := range digests {
+		h.runPod("restart", fmt.Sprintf("p%d", i), nil, ctr{name: "c", image: d.Context().Tag("1").String(), imageID: d.String()})
+	}
+	first := map[string]*securityv1alpha1.ImageTrustReport{}
+	for _, d := range digests[:2] {
+		first[d.DigestStr()] = h.waitReport("restart", d.DigestStr(), isReady)
+	}
+	h.eventually(10*time.Second, "the slow image is being assessed", func() error {
+		if fault.Hits() != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if rs, _ := h.reports("restart"); rs[slow.DigestStr()] != nil {
+		t.Fatal("the slow image was reported before the restart")
+	}
+	h.stop()
+
+	h.writes.reset()
+	h.start()
+	h.waitReport("restart", slow.DigestStr(), isReady)
+	h.waitIdle()
+	rs, err := h.reports("restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 3 {
+		t.Fatalf("%d reports after the restart, want 3", len(rs))
+	}
+	for d, r := range first {
+		now := rs[d]
+		if now.UID != r.UID || now.Name != r.Name || now.ResourceVersion != r.ResourceVersion {
+			t.Errorf("report %s was replaced or rewritten: uid %s→%s rv %s→%s", r.Name, r.UID, now.UID, r.ResourceVersion, now.ResourceVersion)
+		}
+	}
+	w := h.writes.snapshot()
+	if w["delete ImageTrustReport"] != 0 || w["create ImageTrustReport"] != 1 || w["patch ImageTrustReport/status"] != 1 {
+		t.Errorf("writes of the second manager: %v", w)
+	}
+}
+
+// TestMissingSecretsStallAndRecover: a RegistryScan whose credentials Secret is missing is
+// Stalled with a message naming it, and recovers once it is created; a policy whose key Secret
+// is missing is Stalled and its reports say why.
+func TestMissingSecretsStallAndRecover(t *testing.T) {
+	h := newHarness(t, "private")
+	ns := h.ns["private"]
+	priv := registrytest.New(t, registrytest.WithBasicAuth("robot", "s3cret-pass"))
+	h.reg = priv // the harness registry is the private one for this test
+	img := h.push("private/app:1.0", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/private": "1"})))
+	pol := h.keyPolicy("private")
+	pol.Spec.NamespaceSelector = nil
+	pol.Spec.Authorities[0].Key = &securityv1alpha1.KeyAuthority{SecretRef: &securityv1alpha1.SecretKeyReference{Namespace: ns, Name: "cosign-pub", Key: "cosign.pub"}}
+	h.create(pol)
+	scan := &securityv1alpha1.RegistryScan{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "private"},
+		Spec: securityv1alpha1.RegistryScanSpec{Repositories: []string{priv.Repo("private/app")}, Schedule: "@every 1h", Insecure: true,
+			CredentialsSecretRef: &securityv1alpha1.LocalSecretKeyReference{Name: "regcreds"}},
+	}
+	h.create(scan)
+	h.start()
+
+	h.eventually(30*time.Second, "scan stalled", func() error {
+		var s securityv1alpha1.RegistryScan
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+			return err
+		}
+		c := meta(s.Status.Conditions, "Stalled")
+		want := fmt.Sprintf("credentials Secret %s/regcreds not found", ns)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "CredentialsSecretNotReady" || c.Message != want {
+			return fmt.Errorf("conditions %+v", s.Status.Conditions)
+		}
+		if r := meta(s.Status.Conditions, "Ready"); r == nil || r.Status != metav1.ConditionFalse || r.Message != want {
+			return fmt.Errorf("ready %+v", r)
+		}
+		return nil
+	})
+	h.eventually(30*time.Second, "policy stalled", func() error {
+		var p securityv1alpha1.ImageTrustPolicy
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+			return err
+		}
+		c := meta(p.Status.Conditions, "Stalled")
+		if c == nil || c.Status != metav1.ConditionTrue || c.Message != fmt.Sprintf("authority release: Secret %s/cosign-pub not found", ns) {
+			return fmt.Errorf("conditions %+v", p.Status.Conditions)
+		}
+		return nil
+	})
+	if rs, _ := h.reports("private"); len(rs) != 0 {
+		t.Fatalf("reports before the credentials exist: %d", len(rs))
+	}
+
+	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{priv.Host(): map[string]string{"username": "robot", "password": "s3cret-pass"}}})
+	h.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "regcreds"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: cfg}})
+	r := h.waitReport("private", img.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		c := conditionOf(r, securityv1alpha1.ConditionStalled)
+		if c == nil || c.Reason != "PolicyStalled" {
+			return fmt.Errorf("conditions %+v", r.Status.Conditions)
+		}
+		return nil
+	})
+	wantMsg := fmt.Sprintf("policy cannot be enforced: authority release: Secret %s/cosign-pub not found", ns)
+	if p := r.Status.Policy; p.Verdict != securityv1alpha1.VerdictUnknown || len(p.FailedChecks) != 1 || p.FailedChecks[0].Message != wantMsg {
+		t.Errorf("report policy with a stalled policy: %+v", p)
+	}
+	if c := conditionOf(r, securityv1alpha1.ConditionReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "cosign-pub not found") {
+		t.Errorf("report Ready: %+v", c)
+	}
+	var s securityv1alpha1.RegistryScan
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
+		t.Fatal(err)
+	}
+	if meta(s.Status.Conditions, "Stalled") != nil || meta(s.Status.Conditions, "Ready").Status != metav1.ConditionTrue || s.Status.LastSuccessfulTime == nil {
+		t.Errorf("scan after the Secret appeared: %+v", s.Status)
+	}
+
+	// The key Secret appears and the image gets signed: the policy recovers, the report verifies.
+	h.sign(img, nil)
+	h.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cosign-pub"}, Data: map[string][]byte{"cosign.pub": h.key.PublicPEM}})
+	h.waitReport("private", img.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Signature.State != securityv1alpha1.SignatureVerified || conditionOf(r, securityv1alpha1.ConditionStalled) != nil {
+			return fmt.Errorf("signature %s conditions %+v", r.Status.Signature.State, r.Status.Conditions)
+		}
+		return isReady(r)
+	})
+	var p securityv1alpha1.ImageTrustPolicy
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+		t.Fatal(err)
+	}
+	if meta(p.Status.Conditions, "Stalled") != nil || meta(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
+		t.Errorf("policy after the Secret appeared: %+v", p.Status.Conditions)
+	}
+	// No credential anywhere in what the controllers wrote.
+	all, _ := json.Marshal(s.Status)
+	for _, e := range h.events.events {
+		all = append(all, e.Note...)
+	}
+	if strings.Contains(string(all), "s3cret-pass") {
+		t.Fatal("a credential leaked into a status or event")
+	}
+}
