@@ -489,4 +489,3 @@ func tail(path string) {
 	fmt.Fprintln(os.Stderr, "--- last lines of the manager log ---")
 	fmt.Fprintln(os.Stderr, strings.Join(lines, "\n"))
 }
-
