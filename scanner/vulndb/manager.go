@@ -394,9 +394,12 @@ func (m *Manager) Subscribe() (<-chan Status, func()) {
 	return ch, func() {
 		once.Do(func() {
 			m.subMu.Lock()
-			delete(m.subs, id)
-			m.subMu.Unlock()
-			close(ch)
+			defer m.subMu.Unlock()
+			// Close may already have closed it
+			if _, ok := m.subs[id]; ok {
+				delete(m.subs, id)
+				close(ch)
+			}
 		})
 	}
 }
@@ -531,7 +534,8 @@ func (m *Manager) writeCurrent(gen string) error {
 }
 
 // Import installs a database archive (.tar.gz/.tar.zst/.tar.xz as published by grype, or a bare
-// .db file) exactly as `grype db import` does, then activates it. changed is false when the
+// .db file) exactly as `grype db import` does, then activates it; it returns once matches
+// still running on the previous database have finished. changed is false when the
 // archive is the one already active (same sha256) or holds the same database release (same
 // grype digest, or same schema and build time); the active database is then kept.
 func (m *Manager) Import(ctx context.Context, archivePath string) (changed bool, err error) {

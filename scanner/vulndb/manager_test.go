@@ -188,6 +188,19 @@ func TestSubscribeCoalescesAndCancels(t *testing.T) {
 	if _, ok := <-slow; ok {
 		t.Error("channel open after cancel")
 	}
+
+	// Close ends subscriptions; a later cancel is harmless
+	late, cancelLate := m.Subscribe()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-late; ok {
+		t.Error("subscription open after Close")
+	}
+	cancelLate()
+	if _, err := m.Match(ctx, leftPadDoc()); !errors.Is(err, ErrNoDB) {
+		t.Errorf("match after Close: %v, want ErrNoDB", err)
+	}
 }
 
 func TestLoadWithoutDB(t *testing.T) {
