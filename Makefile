@@ -21,6 +21,8 @@ KUBECTL ?= kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+CRD_REF_DOCS_VERSION ?= v0.3.0
+CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
 
 # Test flags; CI adds -race on the packages where it is affordable.
 GOTEST_FLAGS ?= -count=1
@@ -74,8 +76,13 @@ dockerfile-check: ## Parse Dockerfile and bundle.Dockerfile with BuildKit's pars
 	cd hack/dockerfile-check && go test $(GOTEST_FLAGS) ./...
 
 .PHONY: verify
-verify: generate manifests fmt bundle ## Regenerate everything (code, manifests, OLM bundle) and fail if the tree changed.
+verify: generate manifests fmt bundle api-docs ## Regenerate everything (code, manifests, OLM bundle) and fail if the tree changed.
 	@hack/verify-clean.sh
+
+.PHONY: api-docs
+api-docs: $(CRD_REF_DOCS) ## Generate docs/api-reference.md from the API types.
+	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
+		--output-path=docs/api-reference.md >/dev/null
 
 ##@ Demo
 
@@ -154,6 +161,9 @@ $(CONTROLLER_GEN): | $(LOCALBIN)
 
 $(KUSTOMIZE): | $(LOCALBIN)
 	hack/go-install-tool.sh $@ sigs.k8s.io/kustomize/kustomize/v5 $(KUSTOMIZE_VERSION)
+
+$(CRD_REF_DOCS): | $(LOCALBIN)
+	hack/go-install-tool.sh $@ github.com/elastic/crd-ref-docs $(CRD_REF_DOCS_VERSION)
 
 $(GOLANGCI_LINT): | $(LOCALBIN)
 	hack/go-install-tool.sh $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION)
