@@ -178,10 +178,12 @@ func run() error {
 	stopManager := func() {
 		_ = mgr.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-mgrDone:
+		case err := <-mgrDone:
+			_ = err // the manager was asked to stop; its exit status says nothing more
 		case <-time.After(15 * time.Second):
 			_ = mgr.Process.Kill()
-			<-mgrDone
+			err := <-mgrDone
+			_ = err
 		}
 	}
 
@@ -234,10 +236,7 @@ func run() error {
 		}
 	}
 
-	kubectl := filepath.Join(filepath.Dir(env.ControlPlane.APIServer.Path), "kubectl")
-	if _, err := os.Stat(kubectl); err != nil {
-		kubectl = env.ControlPlane.KubeCtl().Path
-	}
+	kubectl := filepath.Join(env.BinaryAssetsDirectory, "kubectl")
 	show := func(title string, args ...string) {
 		fmt.Printf("\n$ kubectl %s\n", strings.Join(args, " "))
 		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
