@@ -172,3 +172,28 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen.
 kustomize: $(KUSTOMIZE) ## Install kustomize.
 golangci-lint: $(GOLANGCI_LINT) ## Install golangci-lint.
+
+##@ Benchmark
+
+GRYPE_VERSION ?= v0.121.2
+GRYPE ?= $(LOCALBIN)/grype-$(GRYPE_VERSION)
+BENCH_SCALE ?= full
+BENCH_ARGS ?=
+
+$(GRYPE): | $(LOCALBIN)
+	cd hack/bench/tools && go build -trimpath -ldflags='-s -w' -o $@ github.com/anchore/grype/cmd/grype
+
+.PHONY: grype
+grype: $(GRYPE) ## Build the upstream grype CLI (hack/bench/tools pins it) into bin/.
+
+.PHONY: bench
+bench: $(GRYPE) ## Fleet benchmark at BENCH_SCALE (ci|medium|full): grype CLI vs Match vs MatchMany vs rescan after a 1% DB update.
+	go build -o $(LOCALBIN)/bench ./hack/bench
+	$(LOCALBIN)/bench -scale $(BENCH_SCALE) -grype $(GRYPE) $(BENCH_ARGS)
+
+.PHONY: bench-ci
+bench-ci: ## The fleet benchmark at CI scale; compares with the grype CLI only when bin/grype-$(GRYPE_VERSION) is already built.
+	go build -o $(LOCALBIN)/bench ./hack/bench
+	@if [ -x "$(GRYPE)" ]; then $(LOCALBIN)/bench -scale ci -grype $(GRYPE) $(BENCH_ARGS); \
+	else echo "bench-ci: $(GRYPE) not built (make grype, ~4 min cold): skipping phase (a), the grype CLI"; \
+	$(LOCALBIN)/bench -scale ci $(BENCH_ARGS); fi

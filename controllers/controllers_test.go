@@ -18,9 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
+	"github.com/imagetrust/imagetrust/scanner/vulndb/dbtest"
 )
 
 func controllerRef(obj client.Object, apiVersion, kind string) *metav1.OwnerReference {
@@ -727,5 +729,213 @@ func TestMissingSecretsStallAndRecover(t *testing.T) {
 	}
 	if strings.Contains(string(all), "s3cret-pass") {
 		t.Fatal("a credential leaked into a status or event")
+	}
+}
+
+// TestGarbageCollectionWaitsForReplacement: after a rollout the old digest's report is deleted
+// once the grace period has passed — but not before the new digest's report exists.
+func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
+	h := newHarness(t, "gc")
+	ns := h.ns["gc"]
+	oldImg := h.push("gc/app:1", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "1"})))
+	newImg := h.push("gc/app:2", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "2"})))
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: podTemplate(map[string]string{"app": "web"}, "app", corev1.RestartPolicyAlways)},
+	}
+	h.create(deploy)
+	rs := func(n string) *appsv1.ReplicaSet {
+		r := &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n, OwnerReferences: []metav1.OwnerReference{*controllerRef(deploy, "apps/v1", "Deployment")}},
+			Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				Template: podTemplate(map[string]string{"app": "web"}, "app", corev1.RestartPolicyAlways)},
+		}
+		h.create(r)
+		return r
+	}
+	rs1, rs2 := rs("web-1"), rs("web-2")
+	h.start()
+	old := h.runPod("gc", "web-1-a", controllerRef(rs1, "apps/v1", "ReplicaSet"), ctr{name: "c", image: h.reg.Repo("gc/app:1"), imageID: oldImg.String()})
+	oldReport := h.waitReport("gc", oldImg.DigestStr(), isReady)
+
+	// The rollout: the new pod's image takes a while to assess, the old pod goes away.
+	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/manifests/" + newImg.DigestStr(), Method: "GET", Status: -1, Delay: 3 * time.Second, Times: 1})
+	h.runPod("gc", "web-2-a", controllerRef(rs2, "apps/v1", "ReplicaSet"), ctr{name: "c", image: h.reg.Repo("gc/app:2"), imageID: newImg.String()})
+	if err := h.c.Delete(h.ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(10*time.Second, "the new image is being assessed", func() error {
+		if fault.Hits() != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	// The old report keeps listing the workload that last ran it: that is how the collector
+	// knows which replacement to wait for.
+	h.eventually(10*time.Second, "old pod forgotten", func() error {
+		h.ctrls.Engine.mu.Lock()
+		defer h.ctrls.Engine.mu.Unlock()
+		if ent := h.ctrls.Engine.digests[oldImg.DigestStr()]; ent != nil && ent.wanted() {
+			return errors.New("old digest still wanted")
+		}
+		return nil
+	})
+
+	n, err := h.ctrls.Engine.CollectGarbage(h.ctx)
+	if err != nil || n != 0 {
+		t.Fatalf("within the grace period: deleted %d, err %v", n, err)
+	}
+	h.clock.Advance(2 * time.Hour)
+	n, err = h.ctrls.Engine.CollectGarbage(h.ctx)
+	if err != nil || n != 0 {
+		t.Fatalf("before the replacement exists: deleted %d, err %v", n, err)
+	}
+	if rs, _ := h.reports("gc"); rs[oldImg.DigestStr()] == nil {
+		t.Fatal("the old report was deleted before its replacement existed")
+	}
+	h.waitReport("gc", newImg.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if got := workloadsOf(r); got != "Deployment/web[c]" {
+			return fmt.Errorf("workloads %q", got)
+		}
+		return isReady(r)
+	})
+	if _, err := h.ctrls.Engine.CollectGarbage(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(10*time.Second, "old report deleted", func() error {
+		var r securityv1alpha1.ImageTrustReport
+		err := h.c.Get(h.ctx, client.ObjectKeyFromObject(oldReport), &r)
+		if err == nil {
+			return errors.New("still there")
+		}
+		return client.IgnoreNotFound(err)
+	})
+	if rs, _ := h.reports("gc"); len(rs) != 1 || rs[newImg.DigestStr()] == nil {
+		t.Fatalf("reports after the collection: %d", len(rs))
+	}
+}
+
+// TestPolicyEditReevaluatesFromCache: accepting a finding in the policy flips the verdict from
+// the cached assessment, without a registry request; the metrics follow.
+func TestPolicyEditReevaluatesFromCache(t *testing.T) {
+	h := newHarness(t, "edit")
+	h.labelNamespace("edit", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.sign(app, syftSBOM(t, app))
+	pol := h.keyPolicy("edit")
+	h.create(pol)
+	h.start()
+	h.runPod("edit", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	h.waitReport("edit", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Policy == nil || r.Status.Policy.Verdict != securityv1alpha1.VerdictUntrusted {
+			return fmt.Errorf("policy %+v", r.Status.Policy)
+		}
+		return isReady(r)
+	})
+	h.waitIdle()
+	h.reg.Reset()
+	verified := h.ctrls.Engine.Stats().Verifications[app.DigestStr()]
+
+	var p securityv1alpha1.ImageTrustPolicy
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.Vulnerabilities.Ignore = []securityv1alpha1.VulnerabilityException{{ID: "CVE-2026-1000", Reason: "not reachable"}}
+	if err := h.c.Update(h.ctx, &p); err != nil {
+		t.Fatal(err)
+	}
+	r := h.waitReport("edit", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Policy.Verdict != securityv1alpha1.VerdictTrusted {
+			return fmt.Errorf("verdict %s", r.Status.Policy.Verdict)
+		}
+		return nil
+	})
+	h.waitIdle()
+	if c := h.reg.Counts(); c.Total != 0 {
+		t.Fatalf("a policy edit reached the registry: %+v", c)
+	}
+	if n := h.ctrls.Engine.Stats().Verifications[app.DigestStr()]; n != verified {
+		t.Fatalf("a policy edit re-verified the image (%d → %d)", verified, n)
+	}
+	ev := h.events.about("ImageTrustReport/" + h.ns["edit"] + "/" + r.Name)
+	if last := ev[len(ev)-1]; last.Type != corev1.EventTypeNormal || last.Reason != ReasonVerdictChanged || last.Note != "verdict changed from Untrusted to Trusted" {
+		t.Errorf("last event: %+v", last)
+	}
+	h.eventually(10*time.Second, "policy status", func() error {
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+			return err
+		}
+		if p.Status.ObservedGeneration != p.Generation || p.Status.MatchedReports != 1 || p.Status.NextVerificationTime == nil ||
+			meta(p.Status.Conditions, "Ready") == nil || meta(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
+			return fmt.Errorf("status %+v", p.Status)
+		}
+		return nil
+	})
+
+	// The metrics are on controller-runtime's registry.
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, f := range families {
+		found[f.GetName()] = true
+		if f.GetName() == "imagetrust_registry_requests_total" {
+			hostSeen := false
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "registry" && l.GetValue() == h.reg.Host() {
+						hostSeen = true
+					}
+				}
+			}
+			if !hostSeen {
+				t.Errorf("no registry request series for %s", h.reg.Host())
+			}
+		}
+	}
+	for _, n := range []string{"imagetrust_images", "imagetrust_images_by_signature", "imagetrust_vulnerabilities", "imagetrust_scan_duration_seconds",
+		"imagetrust_verify_duration_seconds", "imagetrust_queue_depth", "imagetrust_vulndb_age_seconds", "imagetrust_vulndb_info", "imagetrust_registry_requests_total"} {
+		if !found[n] {
+			t.Errorf("metric %s not registered", n)
+		}
+	}
+}
+
+// TestStoredReportSizeWith500Findings stores the report of an image with 500 findings in the
+// API server and measures it: the top-findings bound keeps it small whatever the image holds.
+func TestStoredReportSizeWith500Findings(t *testing.T) {
+	h := newHarness(t, "size")
+	var vulns []dbtest.Vuln
+	sev := []string{"Critical", "High", "Medium", "Low", "Negligible"}
+	for i := 0; i < 500; i++ {
+		pkg := []string{"openssl", "tar", "bash"}[i%3]
+		v := dbtest.Vuln{ID: fmt.Sprintf("CVE-2025-%05d", 10000+i), Severity: sev[i%len(sev)], Ecosystem: dbtest.EcosystemDeb, Package: pkg,
+			Constraint: "< 99:99", Description: "synthetic vulnerability for the report size measurement"}
+		if i%2 == 0 {
+			v.FixedVersion = "99:99"
+		}
+		vulns = append(vulns, v)
+	}
+	archive, err := dbtest.Archive(t.TempDir(), time.Now().Add(-time.Hour), vulns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, archive, h.archive)
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.start()
+	h.runPod("size", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	r := h.waitReport("size", app.DigestStr(), isReady)
+	v := r.Status.Vulnerabilities
+	if total := v.Critical + v.High + v.Medium + v.Low + v.Negligible + v.Unknown; total != 500 || v.Fixable != 250 || len(r.Status.TopFindings) != 50 {
+		t.Fatalf("summary %+v, %d top findings", v, len(r.Status.TopFindings))
+	}
+	full, _ := json.Marshal(r)
+	r.ManagedFields = nil
+	bare, _ := json.Marshal(r)
+	t.Logf("stored ImageTrustReport with 500 findings: %d bytes as read (%d without managedFields)", len(full), len(bare))
+	if len(full) > 32<<10 {
+		t.Fatalf("report is %d bytes", len(full))
 	}
 }

@@ -23,7 +23,6 @@ import (
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
-	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/verify"
@@ -62,6 +61,7 @@ type reportKey struct {
 	Digest    string
 }
 
+// String renders the key for logs and errors.
 func (k reportKey) String() string { return k.Namespace + "/" + k.Digest }
 
 // digestEntry is everything known about one digest. The verification, SBOM and scan values are
@@ -419,8 +419,8 @@ func (e *Engine) namespacesLocked(ent *digestEntry) []string {
 	return out
 }
 
-// viewLocked collects what a namespace knows about a digest: the repository it was seen under,
-// tags, workloads and scans.
+// nsView is what a namespace knows about a digest: the repository it was seen under, tags,
+// workloads and scans.
 type nsView struct {
 	repo      string
 	tags      []string
@@ -435,6 +435,7 @@ type workloadView struct {
 	containers []string
 }
 
+// viewLocked collects the namespace's view of a digest from its pod and scan sources.
 func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
 	var v nsView
 	repos := map[string]bool{}
@@ -700,6 +701,11 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 	if len(retry) > 0 {
 		return errors.New(strings.Join(retry, "; "))
 	}
+	if dbProblem == "DBNotLoaded" {
+		// The DB's change notification rematches as soon as one is installed; the requeue is
+		// a safety net, not the mechanism.
+		return waiting(time.Minute, "DBNotLoaded", "vulnerability DB not loaded yet")
+	}
 	return nil
 }
 
@@ -919,6 +925,3 @@ func (e *Engine) Idle() bool {
 	}
 	return true
 }
-
-// keep policy imported for evaluate's result type in this file's callers.
-var _ = policy.Trusted

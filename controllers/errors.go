@@ -16,6 +16,7 @@ type StallingError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *StallingError) Error() string { return e.Message }
 
 // WaitingError means a dependency is not ready yet (the vulnerability DB is still loading):
@@ -26,6 +27,7 @@ type WaitingError struct {
 	RequeueAfter time.Duration
 }
 
+// Error implements error.
 func (e *WaitingError) Error() string { return e.Message }
 
 func stalling(reason, format string, args ...any) error {

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"reflect"
 	"sort"
 	"strings"
@@ -147,5 +146,3 @@ func setPolicyConditions(conds *[]metav1.Condition, cp *compiledPolicy, now time
 	}
 	sort.Slice(*conds, func(i, j int) bool { return (*conds)[i].Type < (*conds)[j].Type })
 }
-
-var _ = errors.New

@@ -132,12 +132,7 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 
-	last := scan.Status.LastScheduleTime
-	lastOK := scan.Status.LastSuccessfulTime
-	due := last == nil || lastOK == nil || lastOK.Before(last) || scan.Status.ObservedGeneration != scan.Generation ||
-		!sched.Next(last.Time).After(now)
-	if !due {
-		next := sched.Next(last.Time)
+	if due, next := scanDue(&scan.Status, scan.Generation, sched, now); !due {
 		r.schedule(req.NamespacedName, next)
 		t := metav1.NewTime(next)
 		scan.Status.NextScheduleTime = &t
@@ -170,6 +165,19 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	scan.Status.DigestsFound = int32(len(digests))
 	scan.Status.ObservedGeneration = scan.Generation
 	return ctrl.Result{}, nil
+}
+
+// scanDue decides whether a scan lists now: it never ran, its last run failed, its spec changed,
+// or its schedule came round. However many ticks were missed (the manager was down), the answer
+// is one run now, and the next tick counts from it — like a CronJob's startingDeadline. When not
+// due, next is when it will be.
+func scanDue(st *securityv1alpha1.RegistryScanStatus, generation int64, sched cron.Schedule, now time.Time) (bool, time.Time) {
+	last, lastOK := st.LastScheduleTime, st.LastSuccessfulTime
+	if last == nil || lastOK == nil || lastOK.Before(last) || st.ObservedGeneration != generation {
+		return true, time.Time{}
+	}
+	next := sched.Next(last.Time)
+	return !next.After(now), next
 }
 
 func (r *RegistryScanReconciler) schedule(k types.NamespacedName, at time.Time) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -697,5 +698,49 @@ func TestReportSizeWith500Findings(t *testing.T) {
 	t.Logf("ImageTrustReport JSON for 500 findings (50 kept, 20 workloads listed): %d bytes", len(b))
 	if len(b) > 16<<10 {
 		t.Fatalf("report is %d bytes, want under 16 KiB", len(b))
+	}
+}
+
+func TestScanDue(t *testing.T) {
+	sched, err := cron.ParseStandard("0 */6 * * *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(s string) *metav1.Time {
+		tm, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mt := metav1.NewTime(tm)
+		return &mt
+	}
+	now := at("2026-05-01T13:00:00Z").Time
+	tests := []struct {
+		name     string
+		st       securityv1alpha1.RegistryScanStatus
+		gen      int64
+		due      bool
+		nextWant string
+	}{
+		{"never ran", securityv1alpha1.RegistryScanStatus{}, 1, true, ""},
+		{"ran this period", securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T12:00:00Z"), LastSuccessfulTime: at("2026-05-01T12:00:00Z")}, 1, false, "2026-05-01T18:00:00Z"},
+		{"tick passed", securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T06:00:00Z"), LastSuccessfulTime: at("2026-05-01T06:00:00Z")}, 1, true, ""},
+		{"down for days: one run now", securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-04-20T00:00:00Z"), LastSuccessfulTime: at("2026-04-20T00:00:00Z")}, 1, true, ""},
+		{"last run failed", securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T12:30:00Z"), LastSuccessfulTime: at("2026-05-01T12:00:00Z")}, 1, true, ""},
+		{"spec changed", securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T12:00:00Z"), LastSuccessfulTime: at("2026-05-01T12:00:00Z")}, 2, true, ""},
+	}
+	for _, tt := range tests {
+		due, next := scanDue(&tt.st, tt.gen, sched, now)
+		if due != tt.due {
+			t.Errorf("%s: due = %v", tt.name, due)
+		}
+		if !tt.due && next.Format(time.RFC3339) != tt.nextWant {
+			t.Errorf("%s: next = %v, want %s", tt.name, next, tt.nextWant)
+		}
+	}
+	// After the catch-up run at 13:00 the next run is the next tick, not one per missed tick.
+	st := securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T13:00:00Z"), LastSuccessfulTime: at("2026-05-01T13:00:00Z")}
+	if due, next := scanDue(&st, 1, sched, now.Add(time.Minute)); due || next.Format(time.RFC3339) != "2026-05-01T18:00:00Z" {
+		t.Errorf("after the catch-up run: due %v next %v", due, next)
 	}
 }

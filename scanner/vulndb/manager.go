@@ -74,6 +74,9 @@ type Config struct {
 	// CheckTimeout and UpdateTimeout bound the listing check and the archive download of Update;
 	// 0 selects grype's defaults (30 s and 300 s).
 	CheckTimeout, UpdateTimeout time.Duration
+	// MatchWorkers is the number of goroutines, each with its own database connection, that
+	// MatchMany and the Rematch methods match with; 0 selects GOMAXPROCS.
+	MatchWorkers int
 }
 
 // Status describes the loaded database.
@@ -108,12 +111,17 @@ type handle struct {
 	desc     *v6.Description
 	status   Status // static part: schema, built, checksum, source, archive digest
 	inflight sync.WaitGroup
+
+	workerMu   sync.Mutex
+	workerDir  string                   // hard links of the database file, one per extra worker
+	workerProv []vulnerability.Provider // extra providers opened on workerDir
 }
 
 // release waits for matches using h to finish, then closes its database.
 func (h *handle) release() {
 	h.inflight.Wait()
 	_ = h.provider.Close()
+	h.closeWorkers()
 }
 
 // Manager owns the vulnerability database. It is safe for concurrent use.
@@ -131,6 +139,9 @@ type Manager struct {
 	subMu   sync.Mutex
 	subs    map[uint64]chan Status
 	nextSub uint64
+
+	fleetMu sync.Mutex // guards fl
+	fl      *fleet
 }
 
 // New validates cfg and returns a Manager with no database loaded; call Load, Import, ImportOCI
@@ -484,6 +495,8 @@ func (m *Manager) installLocked(ctx context.Context, ref string, src sourceRecor
 		h.release()
 		return false, err
 	}
+	// the previous file is removed on activation: diff it now for RematchChanged
+	m.prepareDiff(ctx, h)
 	if err := m.writeCurrent(filepath.Base(gen)); err != nil {
 		h.release()
 		return false, m.fail(err)

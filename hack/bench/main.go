@@ -1,0 +1,455 @@
+// Command bench compares, on one synthetic fleet and database, the upstream grype CLI run per
+// SBOM with imagetrust's matching: (a) grype CLI per SBOM, (b) naive Manager.Match per SBOM,
+// (c) deduplicated Manager.MatchMany, (d) RematchChanged after a ~1% database update. Each of
+// (b)–(d) runs in a child process of its own so its peak RSS is its own. All findings are
+// reduced to (vulnerability id, package, version, fix) tuples and must be identical.
+//
+//	go run ./hack/bench -scale ci [-grype bin/grype-v0.121.2]
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imagetrust/imagetrust/scanner/vulndb"
+	"github.com/imagetrust/imagetrust/scanner/vulndb/dbtest"
+)
+
+var scales = map[string]dbtest.FleetConfig{
+	"ci":     {Seed: 1, Images: 10, MinPackages: 100, MaxPackages: 300, BasePackages: 300, AppPackages: 300, ExtraVulns: 2_000},
+	"medium": {Seed: 1, Images: 40, MinPackages: 100, MaxPackages: 2_000, BasePackages: 1_000, AppPackages: 2_000, ExtraVulns: 50_000},
+	"full":   {Seed: 1, Images: 200, MinPackages: 100, MaxPackages: 5_000, BasePackages: 1_500, AppPackages: 5_000, ExtraVulns: 250_000},
+}
+
+// measurement is one phase's cost and findings.
+type measurement struct {
+	Name     string
+	Wall     time.Duration
+	CPU      time.Duration
+	PeakRSS  int64 // KiB
+	Extra    string
+	Findings map[string][]string // image → sorted tuples
+}
+
+func main() {
+	scale := flag.String("scale", "ci", "ci, medium or full")
+	work := flag.String("workdir", "", "working directory (default: a temporary one, removed afterwards)")
+	grypeBin := flag.String("grype", "", "grype CLI binary for phase (a); empty skips it")
+	frac := flag.Float64("update", 0.01, "fraction of vulnerability records the update changes")
+	workers := flag.Int("workers", 0, "MatchWorkers for (c) and (d); 0 = GOMAXPROCS")
+	phase := flag.String("phase", "", "internal: run one phase in this process")
+	flag.Parse()
+	log.SetFlags(0)
+
+	if *phase != "" {
+		if err := runPhase(*phase, *work, *workers); err != nil {
+			log.Fatalf("phase %s: %v", *phase, err)
+		}
+		return
+	}
+	cfg, ok := scales[*scale]
+	if !ok {
+		log.Fatalf("unknown scale %q", *scale)
+	}
+	if *work == "" {
+		d, err := os.MkdirTemp("", "imagetrust-bench-")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(d)
+		*work = d
+	}
+	if err := run(cfg, *scale, *work, *grypeBin, *frac, *workers); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(cfg dbtest.FleetConfig, scale, work, grypeBin string, frac float64, workers int) error {
+	start := time.Now()
+	fl, err := dbtest.GenerateFleet(cfg)
+	if err != nil {
+		return err
+	}
+	updated, touched := dbtest.MutateFleet(fl.Vulns, frac, 2)
+	built := time.Now().Add(-2 * time.Hour)
+	archA, err := dbtest.Archive(filepath.Join(work, "db-a"), built, fl.Vulns)
+	if err != nil {
+		return err
+	}
+	archB, err := dbtest.Archive(filepath.Join(work, "db-b"), built.Add(time.Hour), updated)
+	if err != nil {
+		return err
+	}
+	sbomDir := filepath.Join(work, "sboms")
+	if err := os.MkdirAll(sbomDir, 0o755); err != nil {
+		return err
+	}
+	pkgs := 0
+	for k, doc := range fl.SBOMs {
+		if err := os.WriteFile(filepath.Join(sbomDir, k+".json"), doc, 0o644); err != nil {
+			return err
+		}
+	}
+	st, _ := os.Stat(archA)
+	log.Printf("scale %s: %d images, %d vulnerability records (%d after update, %d package names touched), archive %.1f MiB; setup %s",
+		scale, len(fl.SBOMs), len(fl.Vulns), len(updated), len(touched), float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
+	_ = pkgs
+
+	var ms []*measurement
+	if grypeBin == "" {
+		log.Printf("(a) grype CLI: SKIPPED — no -grype binary given (make bench builds bin/grype-<version> from hack/bench/tools)")
+	} else {
+		m, err := grypeCLI(grypeBin, work, archA, fl.SBOMs)
+		if err != nil {
+			return fmt.Errorf("(a) grype CLI: %w", err)
+		}
+		ms = append(ms, m)
+	}
+	for _, p := range []string{"naive", "dedup", "rescan"} {
+		m, err := child(p, work, workers)
+		if err != nil {
+			return err
+		}
+		ms = append(ms, m)
+	}
+
+	fmt.Printf("\n%-28s %12s %12s %12s  %s\n", "phase", "wall", "cpu", "peak RSS", "notes")
+	for _, m := range ms {
+		fmt.Printf("%-28s %12s %12s %9.0f MiB  %s\n", m.Name, m.Wall.Round(time.Millisecond), m.CPU.Round(time.Millisecond), float64(m.PeakRSS)/1024, m.Extra)
+	}
+	byName := map[string]*measurement{}
+	for _, m := range ms {
+		byName[strings.Fields(m.Name)[0]] = m
+	}
+	ratio := func(label, a, b string) {
+		x, y := byName[a], byName[b]
+		if x == nil || y == nil {
+			return
+		}
+		fmt.Printf("%-46s %8.1fx\n", label, float64(x.Wall)/float64(y.Wall))
+	}
+	fmt.Println()
+	ratio("grype CLI per SBOM / deduplicated fleet scan", "(a)", "(c)")
+	ratio("grype CLI per SBOM / rescan after update", "(a)", "(d)")
+	ratio("naive Match per SBOM / deduplicated fleet scan", "(b)", "(c)")
+	ratio("naive Match per SBOM / rescan after update", "(b)", "(d)")
+
+	// findings: (a), (b), (c) on database A are identical; (d) equals Match on database B
+	fail := false
+	ref := byName["(b)"]
+	for _, k := range []string{"(a)", "(c)"} {
+		if m := byName[k]; m != nil {
+			if d := compare(ref.Findings, m.Findings); d != "" {
+				fmt.Printf("FINDINGS DIFFER: %s vs (b): %s\n", k, d)
+				fail = true
+			}
+		}
+	}
+	resc := byName["(d)"]
+	var refB map[string][]string
+	if err := readJSON(filepath.Join(work, "rescan-reference.json"), &refB); err != nil {
+		return err
+	}
+	if d := compare(refB, resc.Findings); d != "" {
+		fmt.Printf("FINDINGS DIFFER: (d) vs Match on the updated database: %s\n", d)
+		fail = true
+	}
+	fmt.Printf("findings: %d tuples on database A (digest %s), %d after the update (digest %s)\n",
+		count(ref.Findings), digest(ref.Findings), count(resc.Findings), digest(resc.Findings))
+	if fail {
+		return fmt.Errorf("findings are not identical")
+	}
+	fmt.Println("findings identical across all phases")
+	_ = archB
+	return nil
+}
+
+func compare(a, b map[string][]string) string {
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d images vs %d", len(a), len(b))
+	}
+	for k, x := range a {
+		y := b[k]
+		if strings.Join(x, "\n") != strings.Join(y, "\n") {
+			return fmt.Sprintf("image %s: %d vs %d tuples (first: %q vs %q)", k, len(x), len(y), first(x), first(y))
+		}
+	}
+	return ""
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func count(m map[string][]string) int {
+	n := 0
+	for _, v := range m {
+		n += len(v)
+	}
+	return n
+}
+
+func digest(m map[string][]string) string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	h := sha256.New()
+	for _, k := range ks {
+		fmt.Fprintf(h, "%s\n%s\n", k, strings.Join(m[k], "\n"))
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:6])
+}
+
+func tuple(id, name, version string, fix []string) string {
+	f := append([]string(nil), fix...)
+	sort.Strings(f)
+	return id + "|" + name + "|" + version + "|" + strings.Join(f, ",")
+}
+
+func tuples(fs []vulndb.Finding) []string {
+	out := make([]string, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, tuple(f.ID, f.Package, f.Version, f.FixedVersions))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// grypeCLI runs the upstream CLI once per SBOM against database A, imported once with
+// `grype db import` into its own cache directory.
+func grypeCLI(bin, work, archive string, docs map[string][]byte) (*measurement, error) {
+	cache := filepath.Join(work, "grype-cache")
+	env := append(os.Environ(), "GRYPE_DB_CACHE_DIR="+cache, "GRYPE_DB_AUTO_UPDATE=false", "GRYPE_DB_VALIDATE_AGE=false",
+		"GRYPE_CHECK_FOR_APP_UPDATE=false")
+	imp := exec.Command(bin, "db", "import", archive)
+	imp.Env = env
+	if out, err := imp.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("grype db import: %v: %s", err, out)
+	}
+	m := &measurement{Name: "(a) grype CLI per SBOM", Findings: map[string][]string{}}
+	keys := sortedKeys(docs)
+	for _, k := range keys {
+		cmd := exec.Command(bin, "sbom:"+filepath.Join(work, "sboms", k+".json"), "-o", "json", "-q")
+		cmd.Env = env
+		start := time.Now()
+		out, err := cmd.Output()
+		m.Wall += time.Since(start)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", k, err)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			m.CPU += tv(ru.Utime) + tv(ru.Stime)
+			m.PeakRSS = max(m.PeakRSS, ru.Maxrss)
+		}
+		var doc struct {
+			Matches []struct {
+				Vulnerability struct {
+					ID  string `json:"id"`
+					Fix struct {
+						Versions []string `json:"versions"`
+					} `json:"fix"`
+				} `json:"vulnerability"`
+				Artifact struct {
+					Name    string `json:"name"`
+					Version string `json:"version"`
+				} `json:"artifact"`
+			} `json:"matches"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			return nil, fmt.Errorf("%s: decode grype output: %w", k, err)
+		}
+		ts := []string{}
+		for _, mm := range doc.Matches {
+			ts = append(ts, tuple(mm.Vulnerability.ID, mm.Artifact.Name, mm.Artifact.Version, mm.Vulnerability.Fix.Versions))
+		}
+		sort.Strings(ts)
+		m.Findings[k] = ts
+	}
+	m.Extra = fmt.Sprintf("%d processes, peak RSS is the largest one", len(keys))
+	return m, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func tv(t syscall.Timeval) time.Duration {
+	return time.Duration(t.Sec)*time.Second + time.Duration(t.Usec)*time.Microsecond
+}
+
+// child runs one phase in a fresh process of this binary.
+func child(phase, work string, workers int) (*measurement, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-phase", phase, "-workdir", work, "-workers", fmt.Sprint(workers))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("phase %s: %w", phase, err)
+	}
+	var m measurement
+	if err := readJSON(filepath.Join(work, phase+".json"), &m); err != nil {
+		return nil, err
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		m.PeakRSS = ru.Maxrss
+	}
+	return &m, nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+func archive(work, name string) (string, error) {
+	m, err := filepath.Glob(filepath.Join(work, name, "*.tar.gz"))
+	if err != nil || len(m) != 1 {
+		return "", fmt.Errorf("archive in %s: %v (%d found)", name, err, len(m))
+	}
+	return m[0], nil
+}
+
+// runPhase is the child side: load SBOMs, import database A, run the timed part.
+func runPhase(phase, work string, workers int) error {
+	ctx := context.Background()
+	docs := map[string][]byte{}
+	files, _ := filepath.Glob(filepath.Join(work, "sboms", "*.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		docs[strings.TrimSuffix(filepath.Base(f), ".json")] = b
+	}
+	archA, err := archive(work, "db-a")
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(work, "mgr-"+phase+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	mgr, err := vulndb.New(vulndb.Config{Dir: dir, MatchWorkers: workers})
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+	if _, err := mgr.Import(ctx, archA); err != nil {
+		return err
+	}
+	m := &measurement{Findings: map[string][]string{}}
+	switch phase {
+	case "naive":
+		m.Name = "(b) naive Match per SBOM"
+		c0, t0 := cpuNow(), time.Now()
+		for _, k := range sortedKeys(docs) {
+			res, err := mgr.Match(ctx, docs[k])
+			if err != nil {
+				return err
+			}
+			m.Findings[k] = tuples(res.Findings)
+		}
+		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
+	case "dedup":
+		m.Name = "(c) deduplicated MatchMany"
+		c0, t0 := cpuNow(), time.Now()
+		res, err := mgr.MatchMany(ctx, docs)
+		if err != nil {
+			return err
+		}
+		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
+		for k, r := range res {
+			m.Findings[k] = tuples(r.Findings)
+		}
+		st := mgr.FleetStats()
+		m.Extra = fmt.Sprintf("%d distinct packages matched, %d occurrences reused", st.Matched, st.Reused)
+	case "rescan":
+		m.Name = "(d) rescan after update"
+		res, err := mgr.MatchMany(ctx, docs)
+		if err != nil {
+			return err
+		}
+		archB, err := archive(work, "db-b")
+		if err != nil {
+			return err
+		}
+		c0, t0 := cpuNow(), time.Now()
+		if _, err := mgr.Import(ctx, archB); err != nil {
+			return err
+		}
+		imported := time.Since(t0)
+		changed, err := mgr.RematchChanged(ctx)
+		if err != nil {
+			return err
+		}
+		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
+		for k, r := range res {
+			m.Findings[k] = tuples(r.Findings)
+		}
+		for k, r := range changed {
+			m.Findings[k] = tuples(r.Findings)
+		}
+		info := mgr.FleetStats().LastRematch
+		m.Extra = fmt.Sprintf("import+diff %s, rematch %s; %d names touched, %d entries invalidated, %d SBOMs rematched, %d changed",
+			imported.Round(time.Millisecond), (m.Wall - imported).Round(time.Millisecond), info.TouchedNames, info.Invalidated, info.Rematched, info.Changed)
+		if info.Full {
+			m.Extra += " (FULL: " + info.Reason + ")"
+		}
+		// reference for (d): Match on the updated database, untimed
+		ref := map[string][]string{}
+		for _, k := range sortedKeys(docs) {
+			r, err := mgr.Match(ctx, docs[k])
+			if err != nil {
+				return err
+			}
+			ref[k] = tuples(r.Findings)
+		}
+		if err := writeJSON(filepath.Join(work, "rescan-reference.json"), ref); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown phase")
+	}
+	return writeJSON(filepath.Join(work, phase+".json"), m)
+}

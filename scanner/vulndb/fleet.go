@@ -1,0 +1,816 @@
+package vulndb
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anchore/grype/grype/match"
+	"github.com/anchore/grype/grype/matcher"
+	"github.com/anchore/grype/grype/pkg"
+	"github.com/anchore/grype/grype/vulnerability"
+	"github.com/anchore/syft/syft/artifact"
+	syftPkg "github.com/anchore/syft/syft/pkg"
+)
+
+// A fleet is the set of SBOMs handed to MatchMany, remembered by caller-chosen key so that
+// RematchChanged can bring their findings up to date after a database change.
+//
+// Why results can be shared between SBOMs: grype matches every package on its own (each matcher
+// sees one pkg.Package and the provider); only three steps look across packages of one SBOM —
+// the matcher-emitted ignore filters (ownership overlap: a distro package's NAK/unaffected
+// records suppress the same vulnerability on packages whose files it owns), the de-duplication
+// of matches, and the user/default ignore rules. So the cache stores, per distinct package, what
+// the matchers returned (matches and ignore filters, before any cross-package step), and those
+// steps are replayed per SBOM exactly as grype's VulnerabilityMatcher runs them.
+
+// FleetStats describes the match-result cache behind MatchMany and RematchChanged.
+type FleetStats struct {
+	// Documents is the number of SBOMs remembered for rematching.
+	Documents int
+	// Entries is the number of distinct packages whose match results are cached.
+	Entries int
+	// Matched counts packages matched against the database (cache misses) since New.
+	Matched int64
+	// Reused counts package occurrences served from the cache since New.
+	Reused int64
+	// DBChecksum is the database the cache entries were computed against.
+	DBChecksum string
+	// LastRematch describes the most recent RematchChanged or RematchAll.
+	LastRematch RematchInfo
+}
+
+// RematchInfo describes one RematchChanged or RematchAll run.
+type RematchInfo struct {
+	// Full is true when every cache entry was dropped (schema change, unknown previous
+	// database, RematchAll, or a change outside the tables the diff understands).
+	Full bool
+	// Reason says why the rematch was full; empty for incremental ones.
+	Reason string
+	// TouchedNames is the number of package/CPE names the database diff reported as changed.
+	TouchedNames int
+	// TouchedVulns is the number of vulnerability records the diff reported as changed.
+	TouchedVulns int
+	// Invalidated is the number of cache entries dropped.
+	Invalidated int
+	// Rematched is the number of SBOMs whose findings were recomputed.
+	Rematched int
+	// Changed is the number of SBOMs whose findings differ from before.
+	Changed int
+	// Took is the wall time of the run, including the diff's share when it ran here.
+	Took time.Duration
+}
+
+// slimPkg is what the per-SBOM replay needs of a package: the fields grype's ignore filters
+// and rules read (name, version, type, language, upstreams, ownership relationships) and the
+// fields findings report. Keeping this instead of grype's pkg.Package keeps a large fleet's
+// memory small.
+type slimPkg struct {
+	id        pkg.ID
+	name      string
+	version   string
+	purl      string
+	typ       syftPkg.Type
+	language  syftPkg.Language
+	upstreams []pkg.UpstreamPackage
+	owners    []pkg.ID // RelatedPackages[ownership-by-file-overlap]
+	key       string   // cache key; "" when the package cannot share results (see entry.local)
+	full      *pkg.Package
+}
+
+func (s *slimPkg) pkg() pkg.Package {
+	if s.full != nil {
+		return *s.full
+	}
+	p := pkg.Package{ID: s.id, Name: s.name, Version: s.version, PURL: s.purl, Type: s.typ, Language: s.language, Upstreams: s.upstreams}
+	if len(s.owners) > 0 {
+		rel := make([]*pkg.Package, len(s.owners))
+		for i, id := range s.owners {
+			rel[i] = &pkg.Package{ID: id}
+		}
+		p.RelatedPackages = map[artifact.RelationshipType][]*pkg.Package{artifact.OwnershipByFileOverlapRelationship: rel}
+	}
+	return p
+}
+
+// fleetDoc is one remembered SBOM.
+type fleetDoc struct {
+	pkgs   []slimPkg
+	result *MatchResult
+}
+
+// entry is the cached matcher output for one distinct package.
+type entry struct {
+	src     pkg.Package // the full record first seen, rematched when the entry goes stale
+	stale   bool
+	srcID   pkg.ID
+	matches []match.Match
+	ignores []match.IgnoreFilter
+	names   []string // normalised names the package is searched by (name, upstreams, CPE products)
+	vulnIDs []string // vulnerability IDs (and aliases) in matches and ignore filters
+}
+
+// fleet is the Manager's fleet state, guarded by Manager.fleetMu.
+type fleet struct {
+	checksum string // database the entries belong to
+	entries  map[string]*entry
+	docs     map[string]*fleetDoc
+	matched  int64
+	reused   int64
+	pending  *dbDiff // changes from checksum to the active database, computed at install time
+	last     RematchInfo
+}
+
+func (m *Manager) fleetState() *fleet {
+	if m.fl == nil {
+		m.fl = &fleet{entries: map[string]*entry{}, docs: map[string]*fleetDoc{}}
+	}
+	return m.fl
+}
+
+// FleetStats reports the fleet cache.
+func (m *Manager) FleetStats() FleetStats {
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	f := m.fleetState()
+	return FleetStats{Documents: len(f.docs), Entries: len(f.entries), Matched: f.matched, Reused: f.reused, DBChecksum: f.checksum, LastRematch: f.last}
+}
+
+// MatchMany matches a batch of SBOM documents (keyed by any caller-chosen name, e.g. an image
+// digest) and remembers them for RematchChanged. Each distinct package across the batch and
+// all earlier batches is matched against the database once; every result equals what Match
+// returns for that document. A key seen before is replaced. Documents that fail to decode are
+// reported in the returned error (which names their keys) and left out of the result map; the
+// other documents are still matched and returned.
+func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[string]*MatchResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h := m.acquire()
+	if h == nil {
+		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	}
+	defer h.inflight.Done()
+	st := m.statusOf(h)
+	if st.Stale {
+		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
+			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
+	}
+
+	decoded, derr := m.decodeAll(ctx, docs)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	f := m.fleetState()
+	if f.checksum != h.status.Checksum {
+		// documents matched before were matched against another database: RematchChanged
+		// brings them (and the cache) over, incrementally when it can
+		if _, err := m.rematchLocked(ctx, h, false); err != nil {
+			return nil, err
+		}
+	}
+	for k, d := range decoded {
+		f.docs[k] = d
+	}
+	if err := m.fillLocked(ctx, h, decoded); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*MatchResult, len(decoded))
+	for k, d := range decoded {
+		res, err := m.replay(h, f, d, st)
+		if err != nil {
+			delete(f.docs, k)
+			return nil, err
+		}
+		d.result = res
+		out[k] = res
+	}
+	return out, derr
+}
+
+// Forget drops remembered SBOMs (e.g. images no longer running). Cache entries stay until
+// the next database change.
+func (m *Manager) Forget(keys ...string) {
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	f := m.fleetState()
+	for _, k := range keys {
+		delete(f.docs, k)
+	}
+}
+
+// RematchChanged brings the remembered SBOMs up to date with the active database and returns
+// the results of those whose findings changed (nothing when the database did not change).
+// When the previous database is known and has the same schema, only cache entries for package
+// names and vulnerabilities the database diff touched are rematched; otherwise every entry is.
+func (m *Manager) RematchChanged(ctx context.Context) (map[string]*MatchResult, error) {
+	return m.rematch(ctx, false)
+}
+
+// RematchAll drops the whole cache and rematches every remembered SBOM: the periodic safety
+// net behind the incremental RematchChanged. It returns the results whose findings changed.
+func (m *Manager) RematchAll(ctx context.Context) (map[string]*MatchResult, error) {
+	return m.rematch(ctx, true)
+}
+
+func (m *Manager) rematch(ctx context.Context, full bool) (map[string]*MatchResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h := m.acquire()
+	if h == nil {
+		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	}
+	defer h.inflight.Done()
+	if st := m.statusOf(h); st.Stale {
+		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
+			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
+	}
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	return m.rematchLocked(ctx, h, full)
+}
+
+// rematchLocked moves the fleet to h's database. Callers hold fleetMu and h.
+func (m *Manager) rematchLocked(ctx context.Context, h *handle, full bool) (map[string]*MatchResult, error) {
+	start := time.Now()
+	f := m.fleetState()
+	info := RematchInfo{Full: full}
+	if full {
+		info.Reason = "full rematch requested"
+	}
+	affected := map[string]*fleetDoc{}
+	switch {
+	case full:
+	case f.checksum == h.status.Checksum:
+		return map[string]*MatchResult{}, nil
+	case f.checksum == "" && len(f.entries) == 0:
+		// nothing cached yet: nothing to invalidate
+		f.checksum = h.status.Checksum
+		return map[string]*MatchResult{}, nil
+	case f.pending == nil || f.pending.from != f.checksum || f.pending.to != h.status.Checksum:
+		full, info.Full, info.Reason = true, true, "no diff from the previous database"
+	case f.pending.full:
+		full, info.Full, info.Reason = true, true, f.pending.reason
+	}
+	if full {
+		// entries no remembered document uses any more go; the others are rematched
+		used := map[string]bool{}
+		for _, d := range f.docs {
+			for i := range d.pkgs {
+				used[d.pkgs[i].key] = true
+			}
+		}
+		for k, e := range f.entries {
+			if !used[k] {
+				delete(f.entries, k)
+				continue
+			}
+			e.stale = true
+		}
+		info.Invalidated = len(f.entries)
+		for k, d := range f.docs {
+			affected[k] = d
+		}
+	} else {
+		d := f.pending
+		info.TouchedNames, info.TouchedVulns = len(d.names), len(d.vulns)
+		dropped := map[string]bool{}
+		for k, e := range f.entries {
+			if e.touchedBy(d) {
+				e.stale = true
+				dropped[k] = true
+			}
+		}
+		info.Invalidated = len(dropped)
+		for k, doc := range f.docs {
+			for i := range doc.pkgs {
+				if p := &doc.pkgs[i]; p.key == "" || dropped[p.key] {
+					affected[k] = doc
+					break
+				}
+			}
+		}
+	}
+	f.checksum = h.status.Checksum
+	f.pending = nil
+
+	if err := m.fillLocked(ctx, h, affected); err != nil {
+		return nil, err
+	}
+	st := m.statusOf(h)
+	changed := map[string]*MatchResult{}
+	for k, d := range affected {
+		res, err := m.replay(h, f, d, st)
+		if err != nil {
+			return nil, err
+		}
+		if d.result == nil || !sameFindings(d.result.Findings, res.Findings) {
+			changed[k] = res
+		}
+		d.result = res
+	}
+	// the others keep their findings; their results now describe the new database
+	for _, d := range f.docs {
+		if d.result != nil {
+			d.result.DB = st
+		}
+	}
+	info.Rematched, info.Changed, info.Took = len(affected), len(changed), time.Since(start)
+	f.last = info
+	return changed, nil
+}
+
+// decodeAll decodes documents in parallel into slim packages with their cache keys.
+func (m *Manager) decodeAll(ctx context.Context, docs map[string][]byte) (map[string]*fleetDoc, error) {
+	type job struct {
+		key string
+		doc []byte
+	}
+	jobs := make(chan job)
+	var mu sync.Mutex
+	out := make(map[string]*fleetDoc, len(docs))
+	var errs []error
+	var wg sync.WaitGroup
+	for range m.workers() {
+		wg.Go(func() {
+			for j := range jobs {
+				d, err := m.decode(j.doc)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("document %q: %w", j.key, err))
+				} else {
+					out[j.key] = d
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- job{k, docs[k]}
+	}
+	close(jobs)
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+func (m *Manager) decode(doc []byte) (*fleetDoc, error) {
+	if int64(len(doc)) > m.cfg.MaxSBOMBytes {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the limit of %d", ErrSBOMTooLarge, len(doc), m.cfg.MaxSBOMBytes)
+	}
+	if len(bytes.TrimSpace(doc)) == 0 {
+		return nil, fmt.Errorf("%w: empty document", ErrInvalidSBOM)
+	}
+	pkgs, _, _, err := pkg.ProvideFromReader(bytes.NewReader(doc), providerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
+	}
+	d := &fleetDoc{pkgs: make([]slimPkg, len(pkgs))}
+	for i, p := range pkgs {
+		s := slimPkg{id: p.ID, name: p.Name, version: p.Version, purl: p.PURL, typ: p.Type, language: p.Language, upstreams: p.Upstreams}
+		for _, o := range p.RelatedPackages[artifact.OwnershipByFileOverlapRelationship] {
+			if o != nil {
+				s.owners = append(s.owners, o.ID)
+			}
+		}
+		k, err := packageKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("vulndb: key package %s: %w", p.Name, err)
+		}
+		s.key = k
+		// the full record is kept until the package has been matched once (fillLocked drops it)
+		cp := p
+		s.full = &cp
+		d.pkgs[i] = s
+	}
+	return d, nil
+}
+
+// matchConfigFingerprint identifies the matcher configuration and ignore rules in cache keys,
+// so a change to either can never serve results computed under the old one.
+var matchConfigFingerprint = func() string {
+	b, _ := json.Marshal(struct {
+		M any
+		I any
+		P any
+	}{defaultMatcherConfig(), defaultIgnoreRules, providerConfig()})
+	s := sha256.Sum256(b)
+	return fmt.Sprintf("%x", s[:8])
+}()
+
+// keyedPackage is everything of a grype package a matcher can read: all fields except the
+// identity (ID), where it was found (Locations) and its relationships, which only the
+// per-SBOM replay uses.
+type keyedPackage struct {
+	Name, Version, PURL, Type, Language string
+	Licenses                            []string
+	CPEs                                []string
+	Upstreams                           []pkg.UpstreamPackage
+	Distro                              *keyedDistro
+	MetadataType                        string
+	Metadata                            any
+	Annotations                         map[string][]string
+	Config                              string
+}
+
+type keyedDistro struct {
+	Type, Version, Codename, Major, Minor, Remaining string
+	Channels, IDLike                                 []string
+	SupportEnd                                       *time.Time
+}
+
+func packageKey(p pkg.Package) (string, error) {
+	k := keyedPackage{Name: p.Name, Version: p.Version, PURL: p.PURL, Type: string(p.Type), Language: string(p.Language),
+		Licenses: p.Licenses, Upstreams: p.Upstreams, Metadata: p.Metadata, MetadataType: fmt.Sprintf("%T", p.Metadata),
+		Annotations: p.Annotations, Config: matchConfigFingerprint}
+	for _, c := range p.CPEs {
+		k.CPEs = append(k.CPEs, c.Attributes.BindToFmtString()+"|"+string(c.Source))
+	}
+	if d := p.Distro; d != nil {
+		k.Distro = &keyedDistro{Type: string(d.Type), Version: d.Version, Codename: d.Codename, Major: d.MajorVersion(),
+			Minor: d.MinorVersion(), Remaining: d.RemainingVersion(), Channels: d.Channels, IDLike: d.IDLike, SupportEnd: d.SupportEnd}
+	}
+	b, err := json.Marshal(k)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return string(s[:]), nil
+}
+
+// fillLocked matches every package of docs whose key is not cached, and every stale entry,
+// spread over the worker providers, and caches the results. Packages whose matcher output
+// depends on where they were found (see shareable) are marked local and matched again at every
+// replay.
+func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fleetDoc) error {
+	f := m.fleetState()
+	type job struct {
+		key string
+		p   pkg.Package
+	}
+	var todo []job
+	want := map[string]bool{}
+	for k, e := range f.entries {
+		if e.stale {
+			want[k] = true
+			todo = append(todo, job{k, e.src})
+		}
+	}
+	for _, d := range docs {
+		for i := range d.pkgs {
+			p := &d.pkgs[i]
+			if p.key == "" || p.full == nil {
+				continue
+			}
+			if _, ok := f.entries[p.key]; ok || want[p.key] {
+				continue
+			}
+			want[p.key] = true
+			todo = append(todo, job{p.key, *p.full})
+		}
+	}
+	results := make([]*entry, len(todo))
+	if len(todo) > 0 {
+		provs := h.providers(m.workers())
+		var next int
+		var mu sync.Mutex
+		var firstErr error
+		var wg sync.WaitGroup
+		for _, vp := range provs {
+			wg.Go(func() {
+				index, def := matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
+				for {
+					mu.Lock()
+					i := next
+					next++
+					stop := firstErr != nil
+					mu.Unlock()
+					if stop || i >= len(todo) {
+						return
+					}
+					e, err := matchOne(vp, index, def, todo[i].p)
+					if err == nil {
+						err = ctx.Err()
+					}
+					if err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+						return
+					}
+					results[i] = e
+				}
+			})
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+	}
+	for i, j := range todo {
+		f.matched++
+		if results[i] == nil {
+			delete(f.entries, j.key)
+			continue
+		}
+		results[i].src = j.p
+		f.entries[j.key] = results[i]
+	}
+	// keep full records only for packages that cannot share results
+	for _, d := range d2s(f.docs, docs) {
+		for i := range d.pkgs {
+			p := &d.pkgs[i]
+			if p.key == "" {
+				continue
+			}
+			if _, ok := f.entries[p.key]; !ok {
+				if p.full == nil {
+					return errors.New("vulndb: internal error: cache entry lost for a remembered package")
+				}
+				p.key = "" // local: matched at every replay
+				continue
+			}
+			p.full = nil
+		}
+	}
+	return nil
+}
+
+// d2s lists the documents of both maps (remembered and just decoded).
+func d2s(a, b map[string]*fleetDoc) []*fleetDoc {
+	out := make([]*fleetDoc, 0, len(a)+len(b))
+	for _, d := range a {
+		out = append(out, d)
+	}
+	for _, d := range b {
+		out = append(out, d)
+	}
+	return out
+}
+
+// matchOne runs grype's per-package step of VulnerabilityMatcher.searchDBForMatches. It
+// returns nil (not cacheable) when a matcher failed non-fatally or emitted an ignore filter
+// that refers to the package's locations, so replay matches that package in place like grype.
+func matchOne(vp vulnerability.Provider, index map[syftPkg.Type][]match.Matcher, def match.Matcher, p pkg.Package) (*entry, error) {
+	matches, ignores, failed, err := searchPackage(vp, index, def, p)
+	if err != nil {
+		return nil, err
+	}
+	if failed || !shareable(ignores, p.ID) {
+		return nil, nil
+	}
+	e := &entry{srcID: p.ID, matches: matches, ignores: ignores, names: searchNames(p)}
+	seen := map[string]bool{}
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			e.vulnIDs = append(e.vulnIDs, id)
+		}
+	}
+	for _, mm := range matches {
+		add(mm.Vulnerability.ID)
+		for _, r := range mm.Vulnerability.RelatedVulnerabilities {
+			add(r.ID)
+		}
+	}
+	for _, ig := range ignores {
+		switch r := ig.(type) {
+		case match.IgnoreRelatedPackage:
+			add(r.VulnerabilityID)
+		case match.IgnoreRule:
+			add(r.Vulnerability)
+		}
+	}
+	return e, nil
+}
+
+// searchPackage is grype's loop body for one package: the type's matchers (or the stock
+// matcher), panics turned into fatal errors, the explicit (hard-coded) ignore rules applied
+// to each matcher's output. failed reports a non-fatal matcher error, which grype logs and
+// skips.
+func searchPackage(vp vulnerability.Provider, index map[syftPkg.Type][]match.Matcher, def match.Matcher, p pkg.Package) (matches []match.Match, ignores []match.IgnoreFilter, failed bool, err error) {
+	against, ok := index[p.Type]
+	if !ok {
+		against = []match.Matcher{def}
+	}
+	for _, mt := range against {
+		ms, igs, err := callMatcher(mt, vp, p)
+		if err != nil {
+			if match.IsFatalError(err) {
+				return nil, nil, false, fmt.Errorf("vulndb: match: %w", err)
+			}
+			failed = true
+		}
+		ignores = append(ignores, igs...)
+		filtered, _ := match.ApplyExplicitIgnoreRules(nil, match.NewMatches(ms...))
+		matches = append(matches, filtered.Sorted()...)
+	}
+	return matches, ignores, failed, nil
+}
+
+func callMatcher(mt match.Matcher, vp vulnerability.Provider, p pkg.Package) (ms []match.Match, igs []match.IgnoreFilter, err error) {
+	defer func() {
+		if e := recover(); e != nil {
+			err = match.NewFatalError(mt.Type(), fmt.Errorf("%v at:\n%s", e, string(debug.Stack())))
+		}
+	}()
+	return mt.Match(vp, p)
+}
+
+// matcherIndex mirrors grype's newMatcherIndex.
+func matcherIndex(ms []match.Matcher) (map[syftPkg.Type][]match.Matcher, match.Matcher) {
+	index := map[syftPkg.Type][]match.Matcher{}
+	var def match.Matcher
+	for _, mt := range ms {
+		if mt.Type() == match.StockMatcher {
+			def = mt
+			continue
+		}
+		for _, t := range mt.PackageTypes() {
+			index[t] = append(index[t], mt)
+		}
+	}
+	if def == nil {
+		panic("vulndb: grype's default matchers lack the stock matcher")
+	}
+	return index, def
+}
+
+// shareable reports whether a package's ignore filters can be moved to another occurrence of
+// the same package: ownership filters naming the package itself (re-pointed at replay) and
+// rules that name only package coordinates and vulnerabilities.
+func shareable(ignores []match.IgnoreFilter, src pkg.ID) bool {
+	for _, ig := range ignores {
+		switch r := ig.(type) {
+		case match.IgnoreRelatedPackage:
+			if r.RelatedPackageID != src {
+				return false
+			}
+		case match.IgnoreRule:
+			if r.Package.Location != "" {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// replay rebuilds one SBOM's result from cached entries, running grype's cross-package steps
+// (ignore filters, de-duplication, ignore rules) exactly as VulnerabilityMatcher does. Local
+// packages are matched here. Callers hold fleetMu and h.
+func (m *Manager) replay(h *handle, f *fleet, d *fleetDoc, st Status) (*MatchResult, error) {
+	var all []match.Match
+	var ignores []match.IgnoreFilter
+	var index map[syftPkg.Type][]match.Matcher
+	var def match.Matcher
+	for i := range d.pkgs {
+		sp := &d.pkgs[i]
+		real := sp.pkg()
+		if sp.key == "" {
+			if index == nil {
+				index, def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
+			}
+			ms, igs, _, err := searchPackage(h.provider, index, def, real)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, ms...)
+			ignores = append(ignores, igs...)
+			continue
+		}
+		e := f.entries[sp.key]
+		f.reused++
+		for _, mm := range e.matches {
+			mm.Package = real
+			all = append(all, mm)
+		}
+		for _, ig := range e.ignores {
+			if r, ok := ig.(match.IgnoreRelatedPackage); ok {
+				r.RelatedPackageID = real.ID
+				ig = r
+			}
+			ignores = append(ignores, ig)
+		}
+	}
+	filtered, _ := match.ApplyIgnoreFilters(all, ignoredMatchFilter(ignores))
+	res := match.NewMatches(filtered...)
+	res, _ = match.ApplyIgnoreRules(res, defaultIgnoreRules)
+	var findings []Finding
+	for _, mm := range res.Sorted() {
+		findings = append(findings, toFinding(h.provider, mm))
+	}
+	SortFindings(findings)
+	return &MatchResult{Findings: findings, Packages: len(d.pkgs), DB: st}, nil
+}
+
+// ignoreIndex mirrors grype's unexported ignoreRulesByIndex/ignoredMatchFilter, so a replayed
+// SBOM filters exactly as grype would (including which rules its index can see).
+type ignoreIndex struct {
+	remaining []match.IgnoreFilter
+	location  map[string][]match.IgnoreRule
+	name      map[string][]match.IgnoreRule
+	vulnID    map[string][]match.IgnoreFilter
+}
+
+func ignoredMatchFilter(ignores []match.IgnoreFilter) ignoreIndex {
+	out := ignoreIndex{location: map[string][]match.IgnoreRule{}, name: map[string][]match.IgnoreRule{}, vulnID: map[string][]match.IgnoreFilter{}}
+	for _, ig := range ignores {
+		if r, ok := ig.(match.IgnoreRule); ok {
+			if r.Package.Location != "" && !strings.ContainsRune(r.Package.Location, '*') {
+				out.location[r.Package.Location] = append(out.location[r.Package.Location], r)
+				continue
+			}
+			if r.Package.Name != "" {
+				out.name[r.Package.Name] = append(out.name[r.Package.Name], r)
+				continue
+			}
+			if r.Vulnerability != "" && r.IncludeAliases {
+				out.vulnID[r.Vulnerability] = append(out.vulnID[r.Vulnerability], ig)
+				continue
+			}
+		}
+		if r, ok := ig.(match.IgnoreRelatedPackage); ok && r.VulnerabilityID != "" {
+			out.vulnID[r.VulnerabilityID] = append(out.vulnID[r.VulnerabilityID], ig)
+			continue
+		}
+		out.remaining = append(out.remaining, ig)
+	}
+	return out
+}
+
+// IgnoreMatch implements match.IgnoreFilter.
+func (i ignoreIndex) IgnoreMatch(m match.Match) []match.IgnoreRule {
+	if r := firstIgnore(m, i.vulnID[m.Vulnerability.ID]); r != nil {
+		return r
+	}
+	for _, rel := range m.Vulnerability.RelatedVulnerabilities {
+		if r := firstIgnore(m, i.vulnID[rel.ID]); r != nil {
+			return r
+		}
+	}
+	if r := firstIgnore(m, i.name[m.Package.Name]); r != nil {
+		return r
+	}
+	for _, l := range m.Package.Locations.ToSlice() {
+		if r := firstIgnore(m, i.location[l.RealPath]); r != nil {
+			return r
+		}
+	}
+	return firstIgnore(m, i.remaining)
+}
+
+func firstIgnore[E match.IgnoreFilter](m match.Match, fs []E) []match.IgnoreRule {
+	for _, f := range fs {
+		if r := f.IgnoreMatch(m); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// workers is the number of goroutines (and database handles) used for batch matching.
+func (m *Manager) workers() int {
+	if m.cfg.MatchWorkers > 0 {
+		return m.cfg.MatchWorkers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// sameFindings compares two sorted finding lists field by field.
+func sameFindings(a, b []Finding) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, _ := json.Marshal(a[i])
+		y, _ := json.Marshal(b[i])
+		if !bytes.Equal(x, y) {
+			return false
+		}
+	}
+	return true
+}
