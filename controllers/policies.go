@@ -22,6 +22,8 @@ import (
 	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/verify"
+
+	"github.com/imagetrust/imagetrust/internal/policyconv"
 )
 
 // DefaultPolicySchedule is the re-verification schedule of a policy that sets none (the CRD
@@ -48,90 +50,25 @@ type compiledPolicy struct {
 // Stalled reports whether a person must fix the policy.
 func (p *compiledPolicy) Stalled() bool { return len(p.Problems) > 0 }
 
-// AuthorityName is how an authority of a policy is named in signers and reports; authority names
-// are unique only within one policy.
-func AuthorityName(policyName, authority string) string { return policyName + "/" + authority }
+// AuthorityName is how an authority of a policy is named in signers and reports.
+func AuthorityName(policyName, authority string) string {
+	return policyconv.AuthorityName(policyName, authority)
+}
 
 // compilePolicy converts an ImageTrustPolicy. Secrets are read through reader (the API reader:
 // Secrets are never cached by the manager). Only a failing API call is returned as an error;
 // everything a person must fix lands in Problems.
 func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha1.ImageTrustPolicy) (*compiledPolicy, error) {
 	s := p.Spec
-	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation}
-	pp := policy.Policy{
-		Name:                   p.Name,
-		Images:                 append([]string(nil), s.Images...),
-		RequireSignature:       s.RequireSignature,
-		RequireSBOMAttestation: s.Attestations.SBOM,
-		RequireSignedBase:      s.BaseImage.RequireSigned,
-		AllowedRegistries:      append([]string(nil), s.AllowedRegistries...),
+	conv, err := policyconv.Convert(ctx, p, func(ctx context.Context, namespace, name, key string) ([]byte, string, error) {
+		return readSecretKey(ctx, reader, namespace, name, key)
+	})
+	if err != nil {
+		return nil, err
 	}
-	if s.Attestations.SLSAProvenance != nil {
-		pp.RequireProvenance = true
-		pp.AllowedBuilderIDs = append([]string(nil), s.Attestations.SLSAProvenance.AllowedBuilderIDs...)
-	}
-	if g := s.Vulnerabilities; g != nil {
-		gate := &policy.VulnerabilityGate{FailOn: string(g.FailOnSeverity), OnlyFixed: g.OnlyFixed}
-		for _, ex := range g.Ignore {
-			e := policy.Exception{ID: ex.ID, Reason: ex.Reason}
-			if ex.Expires != nil {
-				e.Expires = ex.Expires.Time
-			}
-			gate.Ignore = append(gate.Ignore, e)
-		}
-		pp.Vulnerabilities = gate
-	}
-	var auths []verify.Authority
-	for _, a := range s.Authorities {
-		full := AuthorityName(p.Name, a.Name)
-		va := verify.Authority{Name: full, IgnoreTlog: a.IgnoreTransparencyLog, RekorPublicKeyPEM: []byte(a.RekorPublicKey)}
-		switch {
-		case a.Key != nil && a.Key.SecretRef != nil:
-			ref := a.Key.SecretRef
-			cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
-			data, problem, err := readSecretKey(ctx, reader, ref.Namespace, ref.Name, ref.Key)
-			if err != nil {
-				return nil, err
-			}
-			if problem != "" {
-				cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: %s", a.Name, problem))
-				continue
-			}
-			va.PublicKeyPEM = data
-		case a.Key != nil:
-			va.PublicKeyPEM = []byte(a.Key.Data)
-		case a.Keyless != nil:
-			k := a.Keyless
-			if strings.TrimSpace(k.Roots) == "" {
-				cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: keyless.roots is empty; imagetrust verifies offline and does not fetch the public Sigstore trust root, so set keyless.roots (and keyless.intermediates) to the Fulcio CA certificates", a.Name))
-				continue
-			}
-			kl := &verify.Keyless{
-				RootsPEM:          []byte(k.Roots),
-				IntermediatesPEM:  []byte(k.Intermediates),
-				CTLogPublicKeyPEM: []byte(k.CTLogPublicKey),
-				IgnoreSCT:         k.IgnoreSCT,
-			}
-			for _, id := range k.Identities {
-				kl.Identities = append(kl.Identities, verify.Identity{
-					Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
-				})
-			}
-			va.Keyless = kl
-		default:
-			cp.Problems = append(cp.Problems, fmt.Sprintf("authority %s: sets neither key nor keyless", a.Name))
-			continue
-		}
-		if err := va.Validate(); err != nil {
-			cp.Problems = append(cp.Problems, err.Error())
-			continue
-		}
-		auths = append(auths, va)
-		pp.Authorities = append(pp.Authorities, full)
-	}
-	cp.Scanner = scanner.Policy{Policy: pp, AuthorityConfigs: auths, AllowUnsignedReferrers: s.AllowUnsignedReferrers}
-	for _, src := range s.SBOMSources {
-		cp.Scanner.SBOMSources = append(cp.Scanner.SBOMSources, string(src))
+	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy, Problems: conv.Problems}
+	for _, ref := range conv.SecretRefs {
+		cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
 	}
 	if s.NamespaceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)

@@ -196,11 +196,14 @@ func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 					continue
 				}
 				applyPolicyDefaults(&p)
-				sp, err := policyconv.Convert(ctx, &p, nil)
+				conv, err := policyconv.Convert(ctx, &p, nil)
+				if err == nil && len(conv.Problems) > 0 {
+					err = errors.New(strings.Join(conv.Problems, "; "))
+				}
 				if err != nil {
 					return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
 				}
-				out = append(out, sp)
+				out = append(out, conv.Policy)
 			}
 		}
 		if len(out) == 0 {

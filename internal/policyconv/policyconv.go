@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	v1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
@@ -14,47 +15,44 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/verify"
 )
 
-// SecretReader returns one key of a Secret. The controllers read through the manager's cache;
-// the CLI has none and passes nil (Secret references are then an error).
-type SecretReader func(ctx context.Context, namespace, name, key string) ([]byte, error)
+// SecretReader returns one key of a Secret. A problem a person must fix (missing Secret or key,
+// no permission) is returned as problem with a nil error; it names the Secret, never the data.
+// The controllers read through the API server; the CLI passes nil.
+type SecretReader func(ctx context.Context, namespace, name, key string) (data []byte, problem string, err error)
 
-// MissingSecretError is returned when a referenced Secret or key does not exist: the user must
-// create it (the controllers report the policy as Stalled).
-type MissingSecretError struct {
-	Namespace, Name, Key string
-	Err                  error
+// SecretRef names a Secret a policy reads keys from.
+type SecretRef struct{ Namespace, Name string }
+
+// Converted is a converted policy.
+type Converted struct {
+	Policy scanner.Policy
+	// Problems are configuration errors a person must fix; the authorities they concern are
+	// left out of Policy. A caller must not treat a policy with problems as enforceable.
+	Problems []string
+	// SecretRefs are the Secrets the policy reads keys from, so callers can watch them.
+	SecretRefs []SecretRef
 }
 
-func (e *MissingSecretError) Error() string {
-	return fmt.Sprintf("secret %s/%s key %q: %v", e.Namespace, e.Name, e.Key, e.Err)
-}
-
-func (e *MissingSecretError) Unwrap() error { return e.Err }
-
-// AuthorityName is the scanner-wide name of a policy's authority; policies are evaluated
-// together, so names are qualified by the policy.
+// AuthorityName is the scanner-wide name of a policy's authority: policies are evaluated
+// together, and authority names are unique only within one policy.
 func AuthorityName(policyName, authority string) string { return policyName + "/" + authority }
 
-// Convert builds the scanner policy for p, reading key Secrets through read.
-func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (scanner.Policy, error) {
+// Convert builds the scanner policy for p, reading key Secrets through read. Only a failing
+// read is returned as an error; everything a person must fix lands in Problems.
+func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Converted, error) {
 	s := p.Spec
-	out := scanner.Policy{
-		Policy: policy.Policy{
-			Name:                   p.Name,
-			Images:                 slices.Clone(s.Images),
-			RequireSignature:       s.RequireSignature,
-			RequireSBOMAttestation: s.Attestations.SBOM,
-			RequireSignedBase:      s.BaseImage.RequireSigned,
-			AllowedRegistries:      slices.Clone(s.AllowedRegistries),
-		},
-		AllowUnsignedReferrers: s.AllowUnsignedReferrers,
-	}
-	for _, src := range s.SBOMSources {
-		out.SBOMSources = append(out.SBOMSources, string(src))
+	var c Converted
+	pp := policy.Policy{
+		Name:                   p.Name,
+		Images:                 slices.Clone(s.Images),
+		RequireSignature:       s.RequireSignature,
+		RequireSBOMAttestation: s.Attestations.SBOM,
+		RequireSignedBase:      s.BaseImage.RequireSigned,
+		AllowedRegistries:      slices.Clone(s.AllowedRegistries),
 	}
 	if prov := s.Attestations.SLSAProvenance; prov != nil {
-		out.RequireProvenance = true
-		out.AllowedBuilderIDs = slices.Clone(prov.AllowedBuilderIDs)
+		pp.RequireProvenance = true
+		pp.AllowedBuilderIDs = slices.Clone(prov.AllowedBuilderIDs)
 	}
 	if g := s.Vulnerabilities; g != nil {
 		gate := &policy.VulnerabilityGate{FailOn: string(g.FailOnSeverity), OnlyFixed: g.OnlyFixed}
@@ -65,56 +63,64 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (sc
 			}
 			gate.Ignore = append(gate.Ignore, ex)
 		}
-		out.Vulnerabilities = gate
+		pp.Vulnerabilities = gate
 	}
+	var auths []verify.Authority
 	for _, a := range s.Authorities {
-		auth, err := convertAuthority(ctx, p.Name, a, read)
-		if err != nil {
-			return out, err
+		va := verify.Authority{Name: AuthorityName(p.Name, a.Name), IgnoreTlog: a.IgnoreTransparencyLog, RekorPublicKeyPEM: []byte(a.RekorPublicKey)}
+		switch {
+		case a.Key != nil && a.Key.SecretRef != nil:
+			ref := a.Key.SecretRef
+			c.SecretRefs = append(c.SecretRefs, SecretRef{Namespace: ref.Namespace, Name: ref.Name})
+			if read == nil {
+				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: key Secret references need a cluster; use an inline key", a.Name))
+				continue
+			}
+			data, problem, err := read(ctx, ref.Namespace, ref.Name, ref.Key)
+			if err != nil {
+				return c, err
+			}
+			if problem != "" {
+				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: %s", a.Name, problem))
+				continue
+			}
+			va.PublicKeyPEM = data
+		case a.Key != nil:
+			va.PublicKeyPEM = []byte(a.Key.Data)
+		case a.Keyless != nil:
+			k := a.Keyless
+			if strings.TrimSpace(k.Roots) == "" {
+				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: keyless.roots is empty; imagetrust verifies offline and does not fetch the public Sigstore trust root, so set keyless.roots (and keyless.intermediates) to the Fulcio CA certificates", a.Name))
+				continue
+			}
+			kl := &verify.Keyless{
+				RootsPEM:          []byte(k.Roots),
+				IntermediatesPEM:  []byte(k.Intermediates),
+				CTLogPublicKeyPEM: []byte(k.CTLogPublicKey),
+				IgnoreSCT:         k.IgnoreSCT,
+			}
+			for _, id := range k.Identities {
+				kl.Identities = append(kl.Identities, verify.Identity{
+					Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
+				})
+			}
+			va.Keyless = kl
+		default:
+			c.Problems = append(c.Problems, fmt.Sprintf("authority %s: sets neither key nor keyless", a.Name))
+			continue
 		}
-		if err := auth.Validate(); err != nil {
-			return out, fmt.Errorf("authority %q: %w", a.Name, err)
+		if err := va.Validate(); err != nil {
+			c.Problems = append(c.Problems, err.Error())
+			continue
 		}
-		out.AuthorityConfigs = append(out.AuthorityConfigs, auth)
-		out.Authorities = append(out.Authorities, auth.Name)
+		auths = append(auths, va)
+		pp.Authorities = append(pp.Authorities, va.Name)
 	}
-	return out, nil
-}
-
-func convertAuthority(ctx context.Context, policyName string, a v1.Authority, read SecretReader) (verify.Authority, error) {
-	out := verify.Authority{
-		Name:              AuthorityName(policyName, a.Name),
-		IgnoreTlog:        a.IgnoreTransparencyLog,
-		RekorPublicKeyPEM: []byte(a.RekorPublicKey),
+	c.Policy = scanner.Policy{Policy: pp, AuthorityConfigs: auths, AllowUnsignedReferrers: s.AllowUnsignedReferrers}
+	for _, src := range s.SBOMSources {
+		c.Policy.SBOMSources = append(c.Policy.SBOMSources, string(src))
 	}
-	switch {
-	case a.Key != nil && a.Key.SecretRef != nil:
-		ref := a.Key.SecretRef
-		if read == nil {
-			return out, fmt.Errorf("authority %q: key Secret references need a cluster; use an inline key", a.Name)
-		}
-		data, err := read(ctx, ref.Namespace, ref.Name, ref.Key)
-		if err != nil {
-			return out, err
-		}
-		out.PublicKeyPEM = data
-	case a.Key != nil:
-		out.PublicKeyPEM = []byte(a.Key.Data)
-	case a.Keyless != nil:
-		k := &verify.Keyless{
-			RootsPEM:          []byte(a.Keyless.Roots),
-			IntermediatesPEM:  []byte(a.Keyless.Intermediates),
-			CTLogPublicKeyPEM: []byte(a.Keyless.CTLogPublicKey),
-			IgnoreSCT:         a.Keyless.IgnoreSCT,
-		}
-		for _, id := range a.Keyless.Identities {
-			k.Identities = append(k.Identities, verify.Identity{
-				Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
-			})
-		}
-		out.Keyless = k
-	}
-	return out, nil
+	return c, nil
 }
 
 // Applies reports whether one of p's image patterns matches image (a repository or a
