@@ -115,10 +115,19 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	push := func(tag string, t remote.Taggable) (name.Digest, error) {
 		return reg.Push(ctx, w.Repo(tag), t)
 	}
+	// Images with the same content have the same digest whatever their repository; a marker
+	// layer keeps each demo image distinct, as real images are.
+	unique := func(img v1.Image, label string) v1.Image {
+		out, err := mutate.AppendLayers(img, registrytest.LayerFromFiles(map[string]string{"etc/imagetrust-demo": label + "\n"}))
+		if err != nil {
+			panic(err) // in-memory layers cannot fail
+		}
+		return out
+	}
 
 	logf("registry %s: pushing demo images", reg.Host())
 	// 1. Signed with a key, SBOM attested (in-toto SPDX), clean.
-	ref, err := push("signed-key:1.0", registrytest.DebianImage(debian))
+	ref, err := push("signed-key:1.0", unique(registrytest.DebianImage(debian), "signed-key"))
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +144,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	w.Images = append(w.Images, Image{Name: "signed-key", Ref: ref, Tag: "1.0", Platforms: 1, Signature: "Verified", SBOM: "Attested", Verdict: "Trusted"})
 
 	// 2. Signed keyless by the demo CA, SBOM as a signed referrer, SLSA provenance.
-	ref, err = push("signed-keyless:2.0", registrytest.AlpineImage(alpine))
+	ref, err = push("signed-keyless:2.0", unique(registrytest.AlpineImage(alpine), "signed-keyless"))
 	if err != nil {
 		return nil, err
 	}
@@ -159,13 +168,13 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	w.Images = append(w.Images, Image{Name: "signed-keyless", Ref: ref, Tag: "2.0", Platforms: 1, Signature: "Verified", SBOM: "Referrer", Verdict: "Trusted"})
 
 	// 3. Unsigned.
-	if ref, err = push("unsigned:1.0", registrytest.DebianImage(debian)); err != nil {
+	if ref, err = push("unsigned:1.0", unique(registrytest.DebianImage(debian), "unsigned")); err != nil {
 		return nil, err
 	}
 	w.Images = append(w.Images, Image{Name: "unsigned", Ref: ref, Tag: "1.0", Platforms: 1, Signature: "Unsigned", SBOM: "Generated", Verdict: "Untrusted"})
 
 	// 4. Signed, then the signature payload tampered with.
-	if ref, err = push("tampered:1.0", registrytest.AlpineImage(alpine)); err != nil {
+	if ref, err = push("tampered:1.0", unique(registrytest.AlpineImage(alpine), "tampered")); err != nil {
 		return nil, err
 	}
 	if err := signtest.SignImage(ctx, ref, w.Key, opts...); err != nil {
@@ -179,8 +188,8 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	// 5. A multi-arch index signed recursively with the key (the index and each platform
 	// image, as `cosign sign --recursive` does): pods run platform digests.
 	idx := registrytest.Index(map[string]v1.Image{
-		"linux/amd64": registrytest.DebianImage(debian),
-		"linux/arm64": registrytest.AlpineImage(alpine),
+		"linux/amd64": unique(registrytest.DebianImage(debian), "multiarch-amd64"),
+		"linux/arm64": unique(registrytest.AlpineImage(alpine), "multiarch-arm64"),
 	})
 	if ref, err = push("multiarch:3.0", idx); err != nil {
 		return nil, err
@@ -201,7 +210,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	w.Images = append(w.Images, Image{Name: "multiarch", Ref: ref, Tag: "3.0", Platforms: 2, Signature: "Verified", SBOM: "Generated", Verdict: "Trusted"})
 
 	// 6. Signed with the key but carrying known-vulnerable packages: fails the critical gate.
-	if ref, err = push("vulnerable:0.9", registrytest.DebianImage(vulnerable)); err != nil {
+	if ref, err = push("vulnerable:0.9", unique(registrytest.DebianImage(vulnerable), "vulnerable")); err != nil {
 		return nil, err
 	}
 	if err := signtest.SignImage(ctx, ref, w.Key, opts...); err != nil {
