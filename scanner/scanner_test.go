@@ -519,3 +519,60 @@ func describe(s *sbom.SBOM) string {
 	}
 	return fmt.Sprintf("{source %s format %s packages %d note %q}", s.Source, s.Format, s.Packages, s.Note)
 }
+
+// BenchmarkFirstScan is the cost of a digest seen for the first time: verification, SBOM
+// generation with Syft (layers pulled) and matching. Compare with BenchmarkRescanCached.
+func BenchmarkFirstScan(b *testing.B) {
+	w := newWorld(b)
+	ref := w.push(b, "team/bench:v1", registrytest.AppImage(
+		[]registrytest.Pkg{{Name: "lodash", Version: "4.17.20"}, {Name: "express", Version: "4.18.2"}},
+		[]registrytest.Pkg{{Name: "golang.org/x/net", Version: "v0.20.0"}}))
+	imgs, err := w.sc.Resolve(context.Background(), ref.String(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pols := []scanner.Policy{w.keyPolicy("prod")}
+	b.ResetTimer()
+	for range b.N {
+		sc := mustScanner(b, w, nil) // no SBOM cache: every iteration generates
+		if _, err := sc.Assess(context.Background(), imgs[0], pols); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRescanCached is the scheduled rescan of a known digest: signatures re-verified,
+// the SBOM read from the cache (no layer pulled), matched against the loaded DB.
+func BenchmarkRescanCached(b *testing.B) {
+	w := newWorld(b)
+	ref := w.push(b, "team/bench:v1", registrytest.AppImage(
+		[]registrytest.Pkg{{Name: "lodash", Version: "4.17.20"}, {Name: "express", Version: "4.18.2"}},
+		[]registrytest.Pkg{{Name: "golang.org/x/net", Version: "v0.20.0"}}))
+	imgs, err := w.sc.Resolve(context.Background(), ref.String(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pols := []scanner.Policy{w.keyPolicy("prod")}
+	if _, err := w.sc.Assess(context.Background(), imgs[0], pols); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := w.sc.Assess(context.Background(), imgs[0], pols); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRematchOnly is what a DB change costs per cached digest: matching only, no registry.
+func BenchmarkRematchOnly(b *testing.B) {
+	w := newWorld(b)
+	ref := w.push(b, "team/bench:v1", registrytest.DebianImage(debianPkgs))
+	a := w.assess(b, ref)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := w.sc.Match(context.Background(), a.SBOM); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
