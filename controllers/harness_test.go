@@ -657,6 +657,4 @@ func (h *harness) waitIdle() {
 	})
 }
 
-func ptrTo[T any](v T) *T { return &v }
-
 var _ = io.Discard
