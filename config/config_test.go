@@ -451,6 +451,18 @@ func TestRBACWiring(t *testing.T) {
 		{"no policy writes", authorizationv1.ResourceAttributes{Verb: "update", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustpolicies"}, false},
 		{"no RBAC escalation", authorizationv1.ResourceAttributes{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"}, false},
 	}
+	// RBAC objects reach the authorizer through its informer: wait (bounded) until the last
+	// binding applied above is effective before asking the real questions.
+	settle := authorizationv1.ResourceAttributes{Namespace: "default", Verb: "create", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustreports"}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &settle}}
+		if err := env.Client.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed {
+			break
+		}
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -475,15 +487,25 @@ func TestRBACWiring(t *testing.T) {
 	if err := env.Client.Create(ctx, crb); err != nil {
 		t.Fatal(err)
 	}
-	for user, want := range map[string]bool{"prometheus": true, "someone-else": false} {
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), crb) })
+	// The API server's RBAC authorizer sees a new binding through its informer, a moment after
+	// the create returns: ask until the answer settles (bounded), then assert.
+	allowed := func(user string) bool {
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: user, NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"},
 		}}
 		if err := env.Client.Create(ctx, sar); err != nil {
 			t.Fatal(err)
 		}
-		if sar.Status.Allowed != want {
-			t.Errorf("GET /metrics as %s: allowed = %v, want %v", user, sar.Status.Allowed, want)
+		return sar.Status.Allowed
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !allowed("prometheus") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for user, want := range map[string]bool{"prometheus": true, "someone-else": false} {
+		if got := allowed(user); got != want {
+			t.Errorf("GET /metrics as %s: allowed = %v, want %v", user, got, want)
 		}
 	}
 }
