@@ -14,7 +14,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,6 +23,8 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // State is the outcome of a verification.
@@ -374,27 +375,9 @@ func shortCause(err error) string {
 	return truncate(sanitize(s), 300)
 }
 
-var urlRE = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
-
 // sanitize strips credentials, query strings and fragments from URLs in a message: registry
 // errors may carry tokens in either.
-func sanitize(s string) string {
-	return urlRE.ReplaceAllStringFunc(s, func(u string) string {
-		trail := ""
-		for len(u) > 0 && strings.ContainsRune(":,;.)]", rune(u[len(u)-1])) {
-			trail = u[len(u)-1:] + trail
-			u = u[:len(u)-1]
-		}
-		scheme, rest, _ := strings.Cut(u, "://")
-		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-			rest = rest[at+1:]
-		}
-		if i := strings.IndexAny(rest, "?#"); i >= 0 {
-			rest = rest[:i]
-		}
-		return scheme + "://" + rest + trail
-	})
-}
+func sanitize(s string) string { return redact.Text(s) }
 
 func truncate(s string, n int) string {
 	r := []rune(s)

@@ -3,9 +3,8 @@ package vulndb
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
-	"strings"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Sentinel errors; every error the Manager returns for these conditions wraps one of them so
@@ -29,37 +28,12 @@ var (
 	ErrArtifact = errors.New("vulndb: invalid database artifact")
 )
 
-// urlPattern finds URL-looking tokens inside free text (library error messages quote the URL
-// they failed on, sometimes with credentials or signed query strings).
-var urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
-
 // SanitizeURL strips userinfo, query and fragment from a URL so it can appear in errors and
-// logs. Unparseable input is replaced entirely rather than echoed.
-func SanitizeURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "<unparseable url>"
-	}
-	u.User = nil
-	u.RawQuery = ""
-	u.ForceQuery = false
-	u.Fragment = ""
-	u.RawFragment = ""
-	return u.String()
-}
+// logs (see redact.URL).
+func SanitizeURL(raw string) string { return redact.URL(raw) }
 
 // scrub rewrites every URL inside msg with SanitizeURL.
-func scrub(msg string) string {
-	return urlPattern.ReplaceAllStringFunc(msg, func(tok string) string {
-		// keep trailing punctuation that is part of the sentence, not the URL
-		trail := ""
-		for len(tok) > 0 && strings.ContainsRune(".,;:)]}", rune(tok[len(tok)-1])) {
-			trail = tok[len(tok)-1:] + trail
-			tok = tok[:len(tok)-1]
-		}
-		return SanitizeURL(tok) + trail
-	})
-}
+func scrub(msg string) string { return redact.Text(msg) }
 
 // sanitizedError keeps the sentinel for errors.Is but deliberately drops the underlying error
 // chain: its messages may carry credentials that scrub removed from the text.
