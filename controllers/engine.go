@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/singleflight"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -38,6 +39,8 @@ type PodUse struct {
 	Workload   Workload
 }
 
+func (u PodUse) image() imageKey { return imageKey{u.Repository, u.Digest} }
+
 // ScanImage is one platform digest a RegistryScan found, with every tag that pointed at it.
 type ScanImage struct {
 	Image scanner.Image
@@ -51,23 +54,62 @@ type podSource struct {
 
 type scanSource struct {
 	uid    types.UID
-	images map[string]*ScanImage // by digest
+	images map[imageKey]*ScanImage
 	access *access
 }
 
-// reportKey names one report: a digest in a namespace.
-type reportKey struct {
-	Namespace string
-	Digest    string
+// imageKey names one image the Engine assesses: a manifest digest in one repository. The same
+// digest in two repositories (a mirror) is two images: cosign stores signatures and
+// attestations per repository and policies match on the repository, so the verification of one
+// must never stand for the other. Only what depends on the content alone (the SBOM, through the
+// scanner's cache, and the vulnerability match) is shared by digest.
+type imageKey struct {
+	Repository string
+	Digest     string
 }
 
-// String renders the key for logs and errors.
-func (k reportKey) String() string { return k.Namespace + "/" + k.Digest }
+// String renders the key as a digest reference, for logs and errors.
+func (k imageKey) String() string { return k.Repository + "@" + k.Digest }
 
-// digestEntry is everything known about one digest. The verification, SBOM and scan values are
-// replaced, never mutated, so report building can read them without holding the lock.
-type digestEntry struct {
-	digest string
+// reportKey names one report: an image (repository and digest) in a namespace.
+type reportKey struct {
+	Namespace  string
+	Repository string
+	Digest     string
+}
+
+// image is the image the report is about.
+func (k reportKey) image() imageKey { return imageKey{k.Repository, k.Digest} }
+
+// String renders the key for logs and errors.
+func (k reportKey) String() string { return k.Namespace + "/" + k.Repository + "@" + k.Digest }
+
+// describes reports whether r is the stored report of k. Spec.Image holds the repository cut
+// to the API's 512 characters.
+func (k reportKey) describes(r *securityv1alpha1.ImageTrustReport) bool {
+	return r.Namespace == k.Namespace && r.Spec.Digest == k.Digest && r.Spec.Image == trunc(k.Repository, 512)
+}
+
+// reportKeyOf is the key of a stored report: Spec.Image is the repository it was written for.
+// A report written before reports were keyed by repository names the first (sorted) repository
+// its namespace ran the digest from; that repository's image adopts it.
+func reportKeyOf(r *securityv1alpha1.ImageTrustReport) reportKey {
+	return reportKey{r.Namespace, r.Spec.Image, r.Spec.Digest}
+}
+
+// matchMemo is the last successful vulnerability match of a digest's SBOM, shared by every
+// repository holding the digest so a DB change matches each SBOM once.
+type matchMemo struct {
+	sbomDigest string // document digest of the SBOM matched
+	gen        uint64 // Engine.matchGen when the match started
+	scan       *scanner.Scan
+}
+
+// imageEntry is everything known about one image (repository and digest). The verification,
+// SBOM and scan values are replaced, never mutated, so report building can read them without
+// holding the lock.
+type imageEntry struct {
+	key    imageKey
 	image  scanner.Image
 	access *access
 
@@ -83,7 +125,7 @@ type digestEntry struct {
 	scanHash     string
 	scannedAt    time.Time
 	dbProblem    string // DBNotLoaded or DBStale when the last match could not run
-	retry        string // transient problem; the digest is requeued with backoff
+	retry        string // transient problem; the image is requeued with backoff
 	stalled      string // a problem a person must fix (credentials refused, platform missing)
 
 	assessed   bool
@@ -91,10 +133,13 @@ type digestEntry struct {
 	needMatch  bool
 }
 
-func (d *digestEntry) wanted() bool { return len(d.pods) > 0 || len(d.scans) > 0 }
+func (d *imageEntry) wanted() bool { return len(d.pods) > 0 || len(d.scans) > 0 }
 
-// Engine holds per-digest state and one work queue keyed by digest shared by every source, so
-// a digest used in ten namespaces is assessed once and its result fanned out to ten reports.
+// Engine holds per-image state (repository and digest) and one work queue keyed by image shared
+// by every source, so an image used in ten namespaces is assessed once and its result fanned out
+// to ten reports. The same digest in another repository is another image with its own
+// verification and reports; its SBOM comes from the scanner's cache and its vulnerability match
+// from matches, so the content is still pulled and matched once.
 // Sources (the pod, RegistryScan and policy reconcilers) only tell the Engine what is wanted;
 // the Engine decides what work that needs: full assessment, re-verification, rematching against
 // a new DB, re-evaluation after a policy edit, or just a report write.
@@ -106,12 +151,12 @@ type Engine struct {
 	clock     Clock
 	sched     *Scheduler
 	pool      *scannerPool
-	queue     workqueue.TypedRateLimitingInterface[string]
+	queue     workqueue.TypedRateLimitingInterface[imageKey]
 	log       logr.Logger
 	metrics   *engineMetrics
 
 	mu        sync.Mutex
-	digests   map[string]*digestEntry
+	images    map[imageKey]*imageEntry
 	pods      map[types.NamespacedName]*podSource
 	scans     map[types.NamespacedName]*scanSource
 	nsLabels  map[string]map[string]string
@@ -119,17 +164,24 @@ type Engine struct {
 	unwanted  map[reportKey]time.Time
 	written   map[reportKey]string // content hash last written (or found) per report
 	startedAt time.Time
-	assessN   map[string]int // verifications per digest, for tests and logs
-	matchN    map[string]int
-	busy      atomic.Int64 // digests being processed
+	assessN   map[imageKey]int // verifications per image, for tests and logs
+	matchN    map[string]int   // matches per digest
+	busy      atomic.Int64     // images being processed
+
+	// matches holds the last match of each digest's SBOM; matchGen invalidates all of them
+	// when the DB changes (Rematch). matchFlight makes repositories of one digest processed
+	// at the same moment share one match.
+	matches     map[string]*matchMemo
+	matchGen    uint64
+	matchFlight singleflight.Group
 
 	// beforeStart runs once before the workers start (DB loaded, policies compiled).
 	beforeStart func(context.Context) error
 }
 
 func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts Options, sched *Scheduler, pool *scannerPool, log logr.Logger) *Engine {
-	rl := workqueue.NewTypedMaxOfRateLimiter[string](
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryBaseDelay, opts.RetryMaxDelay),
+	rl := workqueue.NewTypedMaxOfRateLimiter[imageKey](
+		workqueue.NewTypedItemExponentialFailureRateLimiter[imageKey](opts.RetryBaseDelay, opts.RetryMaxDelay),
 	)
 	return &Engine{
 		client:    c,
@@ -139,18 +191,19 @@ func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts 
 		clock:     opts.Clock,
 		sched:     sched,
 		pool:      pool,
-		queue:     workqueue.NewTypedRateLimitingQueue[string](rl),
+		queue:     workqueue.NewTypedRateLimitingQueue[imageKey](rl),
 		log:       log,
 		metrics:   newEngineMetrics(),
-		digests:   map[string]*digestEntry{},
+		images:    map[imageKey]*imageEntry{},
 		pods:      map[types.NamespacedName]*podSource{},
 		scans:     map[types.NamespacedName]*scanSource{},
 		nsLabels:  map[string]map[string]string{},
 		unwanted:  map[reportKey]time.Time{},
 		written:   map[reportKey]string{},
 		startedAt: opts.Clock.Now(),
-		assessN:   map[string]int{},
+		assessN:   map[imageKey]int{},
 		matchN:    map[string]int{},
+		matches:   map[string]*matchMemo{},
 	}
 }
 
@@ -183,55 +236,56 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) NeedLeaderElection() bool { return true }
 
 func (e *Engine) processNext(ctx context.Context) bool {
-	digest, quit := e.queue.Get()
+	key, quit := e.queue.Get()
 	if quit {
 		return false
 	}
-	defer e.queue.Done(digest)
+	defer e.queue.Done(key)
 	e.busy.Add(1)
-	err := e.process(ctx, digest)
+	err := e.process(ctx, key)
 	e.busy.Add(-1)
 	switch kindOf(err) {
 	case errNone, errStalling:
-		e.queue.Forget(digest)
+		e.queue.Forget(key)
 	case errWaiting:
 		var w *WaitingError
 		errors.As(err, &w)
-		e.queue.Forget(digest)
-		e.queue.AddAfter(digest, w.RequeueAfter)
+		e.queue.Forget(key)
+		e.queue.AddAfter(key, w.RequeueAfter)
 	default:
 		if ctx.Err() != nil {
 			return true
 		}
-		e.log.V(1).Info("digest will be retried", "digest", digest, "reason", err.Error())
-		e.queue.AddRateLimited(digest)
+		e.log.V(1).Info("image will be retried", "image", key.String(), "reason", err.Error())
+		e.queue.AddRateLimited(key)
 	}
 	e.metrics.queueDepth.Set(float64(e.queue.Len()))
 	return true
 }
 
-func (e *Engine) enqueue(digest string) {
-	e.queue.Add(digest)
+func (e *Engine) enqueue(key imageKey) {
+	e.queue.Add(key)
 	e.metrics.queueDepth.Set(float64(e.queue.Len()))
 }
 
 // enqueueJittered spreads scheduled work so a cron tick does not hit registries all at once.
-func (e *Engine) enqueueJittered(digest string) {
+func (e *Engine) enqueueJittered(key imageKey) {
 	if e.opts.Jitter <= 0 {
-		e.enqueue(digest)
+		e.enqueue(key)
 		return
 	}
-	e.queue.AddAfter(digest, time.Duration(rand.Int64N(int64(e.opts.Jitter))))
+	e.queue.AddAfter(key, time.Duration(rand.Int64N(int64(e.opts.Jitter))))
 }
 
-// ensureEntryLocked returns the entry for digest, creating it (and queueing its first
-// assessment) when new.
-func (e *Engine) ensureEntryLocked(img scanner.Image, acc *access) *digestEntry {
-	ent := e.digests[img.Digest]
+// ensureEntryLocked returns the entry for the image (repository and digest), creating it when
+// new; the caller queues it.
+func (e *Engine) ensureEntryLocked(img scanner.Image, acc *access) *imageEntry {
+	key := imageKey{img.Repository, img.Digest}
+	ent := e.images[key]
 	if ent == nil {
-		ent = &digestEntry{digest: img.Digest, image: img, access: acc,
+		ent = &imageEntry{key: key, image: img, access: acc,
 			pods: map[types.NamespacedName]struct{}{}, scans: map[types.NamespacedName]struct{}{}}
-		e.digests[img.Digest] = ent
+		e.images[key] = ent
 	}
 	if ent.image.Platform == "" && img.Platform != "" {
 		ent.image.Platform, ent.image.IndexDigest = img.Platform, img.IndexDigest
@@ -244,8 +298,8 @@ func (e *Engine) ensureEntryLocked(img scanner.Image, acc *access) *digestEntry 
 	return ent
 }
 
-// SetPodUses records what a pod runs (nil when the pod is gone or finished). Digests the pod
-// adds are assessed at once when new; digests it drops start their grace period when no other
+// SetPodUses records what a pod runs (nil when the pod is gone or finished). Images the pod
+// adds are assessed at once when new; images it drops start their grace period when no other
 // source wants them in the namespace.
 func (e *Engine) SetPodUses(pod types.NamespacedName, uses []PodUse, acc *access) {
 	e.mu.Lock()
@@ -254,10 +308,10 @@ func (e *Engine) SetPodUses(pod types.NamespacedName, uses []PodUse, acc *access
 	if old != nil && slices.Equal(old.uses, uses) && old.access == acc {
 		return
 	}
-	touched := map[string]bool{}
+	touched := map[imageKey]bool{}
 	if old != nil {
 		for _, u := range old.uses {
-			touched[u.Digest] = true
+			touched[u.image()] = true
 		}
 	}
 	if len(uses) == 0 {
@@ -265,71 +319,72 @@ func (e *Engine) SetPodUses(pod types.NamespacedName, uses []PodUse, acc *access
 	} else {
 		e.pods[pod] = &podSource{uses: uses, access: acc}
 	}
-	now := map[string]bool{}
+	now := map[imageKey]bool{}
 	for _, u := range uses {
-		now[u.Digest] = true
-		touched[u.Digest] = true
+		now[u.image()] = true
+		touched[u.image()] = true
 		ent := e.ensureEntryLocked(scanner.Image{Repository: u.Repository, Tag: u.Tag, Digest: u.Digest}, acc)
 		ent.pods[pod] = struct{}{}
 	}
-	for d := range touched {
-		ent := e.digests[d]
+	for k := range touched {
+		ent := e.images[k]
 		if ent == nil {
 			continue
 		}
-		if !now[d] {
+		if !now[k] {
 			delete(ent.pods, pod)
 		}
 		e.updateWantLocked(ent, pod.Namespace)
-		e.enqueue(d)
+		e.enqueue(k)
 	}
 }
 
-// SetScanImages records the digests a RegistryScan found in its last successful run.
+// SetScanImages records the images a RegistryScan found in its last successful run.
 func (e *Engine) SetScanImages(scan types.NamespacedName, uid types.UID, images []ScanImage, acc *access) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.scans[scan]
-	src := &scanSource{uid: uid, images: map[string]*ScanImage{}, access: acc}
+	src := &scanSource{uid: uid, images: map[imageKey]*ScanImage{}, access: acc}
 	for i := range images {
 		im := images[i]
 		im.Tags = append([]string(nil), im.Tags...)
 		sort.Strings(im.Tags)
-		if prev := src.images[im.Image.Digest]; prev != nil {
+		k := imageKey{im.Image.Repository, im.Image.Digest}
+		if prev := src.images[k]; prev != nil {
 			prev.Tags = mergeSorted(prev.Tags, im.Tags)
 			continue
 		}
-		src.images[im.Image.Digest] = &im
+		src.images[k] = &im
 	}
 	if old != nil && old.uid == uid && old.access == acc && sameScanImages(old.images, src.images) {
 		return
 	}
 	e.scans[scan] = src
-	touched := map[string]bool{}
+	touched := map[imageKey]bool{}
 	if old != nil {
-		for d := range old.images {
-			touched[d] = true
+		for k := range old.images {
+			touched[k] = true
 		}
 	}
-	for d, im := range src.images {
-		touched[d] = true
+	for k, im := range src.images {
+		touched[k] = true
 		ent := e.ensureEntryLocked(im.Image, acc)
 		ent.scans[scan] = struct{}{}
 	}
-	for d := range touched {
-		ent := e.digests[d]
+	for k := range touched {
+		ent := e.images[k]
 		if ent == nil {
 			continue
 		}
-		if _, ok := src.images[d]; !ok {
+		if _, ok := src.images[k]; !ok {
 			delete(ent.scans, scan)
 		}
 		e.updateWantLocked(ent, scan.Namespace)
-		e.enqueue(d)
+		e.enqueue(k)
 	}
 }
 
-// HasScan reports whether the Engine knows a RegistryScan's digests (false after a restart until
+// HasScan reports whether the Engine knows a RegistryScan's images (false after a restart until
 // the scan runs or is seeded from its existing reports).
 func (e *Engine) HasScan(scan types.NamespacedName) bool {
 	e.mu.Lock()
@@ -339,7 +394,7 @@ func (e *Engine) HasScan(scan types.NamespacedName) bool {
 }
 
 // RemoveScan forgets a deleted RegistryScan; its reports age out after the grace period unless
-// pods use the digests too.
+// pods use the images too.
 func (e *Engine) RemoveScan(scan types.NamespacedName) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -348,21 +403,21 @@ func (e *Engine) RemoveScan(scan types.NamespacedName) {
 		return
 	}
 	delete(e.scans, scan)
-	for d := range old.images {
-		if ent := e.digests[d]; ent != nil {
+	for k := range old.images {
+		if ent := e.images[k]; ent != nil {
 			delete(ent.scans, scan)
 			e.updateWantLocked(ent, scan.Namespace)
-			e.enqueue(d)
+			e.enqueue(k)
 		}
 	}
 }
 
-func sameScanImages(a, b map[string]*ScanImage) bool {
+func sameScanImages(a, b map[imageKey]*ScanImage) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	for d, x := range a {
-		y, ok := b[d]
+	for k, x := range a {
+		y, ok := b[k]
 		if !ok || x.Image != y.Image || !slices.Equal(x.Tags, y.Tags) {
 			return false
 		}
@@ -376,9 +431,9 @@ func mergeSorted(a, b []string) []string {
 	return slices.Compact(out)
 }
 
-// updateWantLocked starts or stops the grace period of the report (ns, digest).
-func (e *Engine) updateWantLocked(ent *digestEntry, ns string) {
-	k := reportKey{ns, ent.digest}
+// updateWantLocked starts or stops the grace period of the report (ns, repository, digest).
+func (e *Engine) updateWantLocked(ent *imageEntry, ns string) {
+	k := reportKey{ns, ent.key.Repository, ent.key.Digest}
 	if e.wantedInLocked(ent, ns) {
 		delete(e.unwanted, k)
 		return
@@ -388,7 +443,7 @@ func (e *Engine) updateWantLocked(ent *digestEntry, ns string) {
 	}
 }
 
-func (e *Engine) wantedInLocked(ent *digestEntry, ns string) bool {
+func (e *Engine) wantedInLocked(ent *imageEntry, ns string) bool {
 	for p := range ent.pods {
 		if p.Namespace == ns {
 			return true
@@ -402,8 +457,8 @@ func (e *Engine) wantedInLocked(ent *digestEntry, ns string) bool {
 	return false
 }
 
-// namespacesLocked lists the namespaces that want a digest, sorted.
-func (e *Engine) namespacesLocked(ent *digestEntry) []string {
+// namespacesLocked lists the namespaces that want an image, sorted.
+func (e *Engine) namespacesLocked(ent *imageEntry) []string {
 	set := map[string]bool{}
 	for p := range ent.pods {
 		set[p.Namespace] = true
@@ -419,8 +474,7 @@ func (e *Engine) namespacesLocked(ent *digestEntry) []string {
 	return out
 }
 
-// nsView is what a namespace knows about a digest: the repository it was seen under, tags,
-// workloads and scans.
+// nsView is what a namespace knows about an image: its repository, tags, workloads and scans.
 type nsView struct {
 	repo      string
 	tags      []string
@@ -435,10 +489,9 @@ type workloadView struct {
 	containers []string
 }
 
-// viewLocked collects the namespace's view of a digest from its pod and scan sources.
-func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
-	var v nsView
-	repos := map[string]bool{}
+// viewLocked collects the namespace's view of an image from its pod and scan sources.
+func (e *Engine) viewLocked(ent *imageEntry, ns string) nsView {
+	v := nsView{repo: ent.key.Repository}
 	tags := map[string]bool{}
 	wl := map[string]*workloadView{}
 	for p := range ent.pods {
@@ -446,10 +499,9 @@ func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
 			continue
 		}
 		for _, u := range e.pods[p].uses {
-			if u.Digest != ent.digest {
+			if u.image() != ent.key {
 				continue
 			}
-			repos[u.Repository] = true
 			if u.Tag != "" {
 				tags[u.Tag] = true
 			}
@@ -469,8 +521,7 @@ func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
 			continue
 		}
 		src := e.scans[s]
-		im := src.images[ent.digest]
-		repos[im.Image.Repository] = true
+		im := src.images[ent.key]
 		for _, t := range im.Tags {
 			tags[t] = true
 		}
@@ -481,14 +532,6 @@ func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
 	}
 	sort.Strings(v.scans)
 	sort.Slice(v.owners, func(i, j int) bool { return v.owners[i].Name < v.owners[j].Name })
-	for r := range repos {
-		if v.repo == "" || r < v.repo {
-			v.repo = r
-		}
-	}
-	if v.repo == "" {
-		v.repo = ent.image.Repository
-	}
 	for t := range tags {
 		v.tags = append(v.tags, t)
 	}
@@ -507,7 +550,7 @@ func (e *Engine) viewLocked(ent *digestEntry, ns string) nsView {
 	return v
 }
 
-// policiesForLocked returns the policies that apply to a digest in a namespace, by name.
+// policiesForLocked returns the policies that apply to an image in a namespace, by name.
 func (e *Engine) policiesForLocked(ns, repo string, tags []string) []*compiledPolicy {
 	var out []*compiledPolicy
 	for _, p := range e.policies {
@@ -518,9 +561,9 @@ func (e *Engine) policiesForLocked(ns, repo string, tags []string) []*compiledPo
 	return out
 }
 
-// unionPoliciesLocked is every policy that applies to a digest in any namespace wanting it:
+// unionPoliciesLocked is every policy that applies to an image in any namespace wanting it:
 // verification runs once against the union of their authorities.
-func (e *Engine) unionPoliciesLocked(ent *digestEntry) []*compiledPolicy {
+func (e *Engine) unionPoliciesLocked(ent *imageEntry) []*compiledPolicy {
 	seen := map[string]bool{}
 	var out []*compiledPolicy
 	for _, ns := range e.namespacesLocked(ent) {
@@ -536,10 +579,10 @@ func (e *Engine) unionPoliciesLocked(ent *digestEntry) []*compiledPolicy {
 	return out
 }
 
-// process does the work a digest needs and writes its reports.
-func (e *Engine) process(ctx context.Context, digest string) error {
+// process does the work an image needs and writes its reports.
+func (e *Engine) process(ctx context.Context, key imageKey) error {
 	e.mu.Lock()
-	ent := e.digests[digest]
+	ent := e.images[key]
 	if ent == nil || !ent.wanted() {
 		e.mu.Unlock()
 		return nil
@@ -577,10 +620,10 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 			return ctx.Err()
 		}
 		e.mu.Lock()
-		e.assessN[digest]++
+		e.assessN[key]++
 		e.mu.Unlock()
 		v = &nv
-		e.log.V(1).Info("verified", "digest", digest, "policies", len(pols), "state", nv.Signature.State, "reason", nv.Signature.Reason)
+		e.log.V(1).Info("verified", "image", key.String(), "policies", len(pols), "state", nv.Signature.State, "reason", nv.Signature.Reason)
 		if nv.Signature.State == verify.Error {
 			retry = append(retry, "signature verification: "+nv.Signature.Reason)
 		}
@@ -611,30 +654,23 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 			fullSBOM = res.SBOM
 			meta := *res.SBOM
 			if e.opts.Cache != nil {
-				meta.Document = nil // the cache holds it; keep memory per digest small
+				meta.Document = nil // the cache holds it; keep memory per image small
 			}
 			sb, sbReason = &meta, registry.SanitizeText(res.Reason)
 		}
 	}
 
 	if doMatch && sb != nil {
-		doc := fullSBOM
-		if doc == nil {
-			doc = e.sbomDocument(sb)
-		}
-		if doc == nil {
+		res, evicted, err := e.match(ctx, sc, key.Digest, sb, fullSBOM)
+		if evicted {
 			// Evicted from the cache: fetch it again on the next pass through the SBOM phase.
 			e.mu.Lock()
 			ent.sbom = nil
 			ent.needMatch = true
 			e.mu.Unlock()
-			e.enqueue(digest)
+			e.enqueue(key)
 			return nil
 		}
-		res, err := sc.Match(ctx, doc)
-		e.mu.Lock()
-		e.matchN[digest]++
-		e.mu.Unlock()
 		switch {
 		case err != nil && ctx.Err() != nil:
 			requeueVerify()
@@ -679,11 +715,11 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 	}
 	ent.assessed = true
 	if authorityKey(e.unionPoliciesLocked(ent)) != ent.verifyKey {
-		// A namespace with other policies started wanting the digest while it was being
+		// A namespace with other policies started wanting the image while it was being
 		// verified: writing now would publish a verification made without their authorities.
 		ent.needVerify = true
 		e.mu.Unlock()
-		e.enqueue(digest)
+		e.enqueue(key)
 		return nil
 	}
 	inputs := e.reportInputsLocked(ent)
@@ -707,6 +743,63 @@ func (e *Engine) process(ctx context.Context, digest string) error {
 		return waiting(time.Minute, "DBNotLoaded", "vulnerability DB not loaded yet")
 	}
 	return nil
+}
+
+// match matches the SBOM sb of digest against the DB, or reuses the match another repository
+// holding the same digest made of the same SBOM since the DB last changed: the SBOM of a digest
+// is the same whatever repository it is pulled from, and a DB change must cost one match per
+// digest, not one per mirror. doc is the SBOM document when at hand; evicted is true when it was
+// not and the SBOM cache no longer has it.
+func (e *Engine) match(ctx context.Context, sc *scanner.Scanner, digest string, sb, doc *sbom.SBOM) (res *scanner.Scan, evicted bool, err error) {
+	e.mu.Lock()
+	gen := e.matchGen
+	e.mu.Unlock()
+	reuse := func() *scanner.Scan {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if m := e.matches[digest]; m != nil && m.gen == e.matchGen && m.gen == gen && m.sbomDigest == sb.Digest {
+			return m.scan
+		}
+		return nil
+	}
+	if s := reuse(); s != nil {
+		return s, false, nil
+	}
+	type outcome struct {
+		scan    *scanner.Scan
+		evicted bool
+	}
+	// Concurrent callers for one digest, SBOM and DB generation share one match; a caller
+	// arriving just after it finished finds it memoised.
+	flight := fmt.Sprintf("%s|%s|%d", digest, sb.Digest, gen)
+	v, err, _ := e.matchFlight.Do(flight, func() (any, error) {
+		if s := reuse(); s != nil {
+			return outcome{scan: s}, nil
+		}
+		d := doc
+		if d == nil {
+			d = e.sbomDocument(sb)
+		}
+		if d == nil {
+			return outcome{evicted: true}, nil
+		}
+		s, err := sc.Match(ctx, d)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.matchN[digest]++
+		if err != nil {
+			return outcome{}, err
+		}
+		if m := e.matches[digest]; m == nil || m.gen <= gen {
+			e.matches[digest] = &matchMemo{sbomDigest: sb.Digest, gen: gen, scan: s}
+		}
+		return outcome{scan: s}, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	o := v.(outcome)
+	return o.scan, o.evicted, nil
 }
 
 // sbomDocument reads the SBOM document for a rematch from the cache (no registry request).
@@ -747,8 +840,8 @@ func hashScan(s *scanner.Scan) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// reportInputsLocked evaluates the digest for each namespace that wants it.
-func (e *Engine) reportInputsLocked(ent *digestEntry) []*reportInput {
+// reportInputsLocked evaluates the image for each namespace that wants it.
+func (e *Engine) reportInputsLocked(ent *imageEntry) []*reportInput {
 	if !ent.assessed || ent.verification == nil {
 		return nil
 	}
@@ -765,7 +858,7 @@ func (e *Engine) reportInputsLocked(ent *digestEntry) []*reportInput {
 			Scan: ent.scan, ScanReason: ent.scanReason,
 		}
 		in := &reportInput{
-			key:        reportKey{ns, ent.digest},
+			key:        reportKey{ns, ent.key.Repository, ent.key.Digest},
 			view:       v,
 			assessment: a,
 			verdict:    evaluate(pols, a, now),
@@ -787,33 +880,33 @@ func (e *Engine) reportInputsLocked(ent *digestEntry) []*reportInput {
 	return out
 }
 
-// SetPolicies installs the compiled policies and queues every digest: process re-evaluates from
-// cached results, and re-verifies only digests whose set of authorities changed.
+// SetPolicies installs the compiled policies and queues every image: process re-evaluates from
+// cached results, and re-verifies only images whose set of authorities changed.
 func (e *Engine) SetPolicies(pols []*compiledPolicy) {
 	sort.Slice(pols, func(i, j int) bool { return pols[i].Name < pols[j].Name })
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.policies = pols
-	for d, ent := range e.digests {
+	for k, ent := range e.images {
 		if ent.wanted() {
-			e.enqueue(d)
+			e.enqueue(k)
 		}
 	}
 }
 
-// ReverifyPolicy queues re-verification of every digest the policy applies to.
+// ReverifyPolicy queues re-verification of every image the policy applies to.
 func (e *Engine) ReverifyPolicy(name string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
-	for d, ent := range e.digests {
+	for k, ent := range e.images {
 		if !ent.wanted() {
 			continue
 		}
 		for _, p := range e.unionPoliciesLocked(ent) {
 			if p.Name == name {
 				ent.needVerify = true
-				e.enqueueJittered(d)
+				e.enqueueJittered(k)
 				n++
 				break
 			}
@@ -822,20 +915,22 @@ func (e *Engine) ReverifyPolicy(name string) int {
 	return n
 }
 
-// Rematch queues every wanted digest for matching against the (new) vulnerability DB. The SBOMs
-// come from the SBOM cache, so this sends nothing to registries.
+// Rematch queues every wanted image for matching against the (new) vulnerability DB and
+// returns the number of digests to rematch. The SBOMs come from the SBOM cache, so this sends
+// nothing to registries, and the repositories of one digest share its match.
 func (e *Engine) Rematch() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n := 0
-	for d, ent := range e.digests {
+	e.matchGen++
+	digests := map[string]bool{}
+	for k, ent := range e.images {
 		if ent.wanted() && ent.sbom != nil {
 			ent.needMatch = true
-			e.enqueue(d)
-			n++
+			e.enqueue(k)
+			digests[k.Digest] = true
 		}
 	}
-	return n
+	return len(digests)
 }
 
 // SetNamespaceLabels records a namespace's labels for policy namespace selectors.
@@ -851,9 +946,9 @@ func (e *Engine) SetNamespaceLabels(ns string, lbls map[string]string) {
 	if ok && mapsEqual(old, lbls) {
 		return
 	}
-	for d, ent := range e.digests {
+	for k, ent := range e.images {
 		if e.wantedInLocked(ent, ns) {
-			e.enqueue(d)
+			e.enqueue(k)
 		}
 	}
 }
@@ -870,12 +965,12 @@ func mapsEqual(a, b map[string]string) bool {
 	return true
 }
 
-// PolicyMatches counts the reports (namespace, digest) each policy applies to.
+// PolicyMatches counts the reports (namespace, image) each policy applies to.
 func (e *Engine) PolicyMatches() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := map[string]int{}
-	for _, ent := range e.digests {
+	for _, ent := range e.images {
 		for _, ns := range e.namespacesLocked(ent) {
 			v := e.viewLocked(ent, ns)
 			for _, p := range e.policiesForLocked(ns, v.repo, v.tags) {
@@ -888,11 +983,13 @@ func (e *Engine) PolicyMatches() map[string]int {
 
 // Stats are counters for tests and debugging.
 type Stats struct {
-	// Verifications per digest: how often the full registry-facing assessment ran.
+	// Verifications per image, keyed "repository@digest": how often the full registry-facing
+	// assessment ran. The same digest in two repositories is verified once in each.
 	Verifications map[string]int
-	// Matches per digest: how often the SBOM was matched against the DB.
+	// Matches per digest: how often the SBOM was matched against the DB, whatever the number
+	// of repositories holding the digest.
 	Matches map[string]int
-	// QueueDepth is the number of digests waiting.
+	// QueueDepth is the number of images waiting.
 	QueueDepth int
 }
 
@@ -902,7 +999,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := Stats{Verifications: map[string]int{}, Matches: map[string]int{}, QueueDepth: e.queue.Len()}
 	for k, v := range e.assessN {
-		s.Verifications[k] = v
+		s.Verifications[k.String()] = v
 	}
 	for k, v := range e.matchN {
 		s.Matches[k] = v
@@ -910,7 +1007,7 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
-// Idle reports whether no digest is queued or being processed and every wanted digest has been
+// Idle reports whether no image is queued or being processed and every wanted image has been
 // assessed.
 func (e *Engine) Idle() bool {
 	if e.queue.Len() > 0 || e.busy.Load() > 0 {
@@ -918,7 +1015,7 @@ func (e *Engine) Idle() bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, ent := range e.digests {
+	for _, ent := range e.images {
 		if ent.wanted() && (!ent.assessed || ent.needVerify || ent.needMatch || ent.retry != "") {
 			return false
 		}

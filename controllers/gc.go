@@ -11,8 +11,8 @@ import (
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 )
 
-// CollectGarbage deletes reports whose digest no pod runs and no RegistryScan lists in their
-// namespace, once that has been true for the grace period — and only when every workload and
+// CollectGarbage deletes reports whose image (repository and digest) no pod runs and no
+// RegistryScan lists in their namespace, once that has been true for the grace period — and only when every workload and
 // tag the report listed already has its replacement report. Reports this manager never saw
 // wanted (left from before a restart) start their grace period when the manager started.
 // It returns the number of reports deleted.
@@ -26,9 +26,9 @@ func (e *Engine) CollectGarbage(ctx context.Context) (int, error) {
 	var errs []error
 	for i := range list.Items {
 		r := &list.Items[i]
-		k := reportKey{r.Namespace, r.Spec.Digest}
+		k := reportKeyOf(r)
 		e.mu.Lock()
-		ent := e.digests[k.Digest]
+		ent := e.images[k.image()]
 		wanted := ent != nil && e.wantedInLocked(ent, k.Namespace)
 		since, ok := e.unwanted[k]
 		if !ok {
@@ -56,18 +56,21 @@ func (e *Engine) CollectGarbage(ctx context.Context) (int, error) {
 	return deleted, errors.Join(errs...)
 }
 
-// replacementPendingLocked reports whether a workload or tag the report lists now runs or points
-// at another digest whose report has not been written yet: deleting now would leave a gap.
+// replacementPendingLocked reports whether a workload the report lists now runs another image
+// (another digest, or the same digest from another repository), or a tag of the report's
+// repository now points at another digest, whose report has not been written yet: deleting now
+// would leave a gap.
 func (e *Engine) replacementPendingLocked(r *securityv1alpha1.ImageTrustReport) bool {
 	ns := r.Namespace
+	self := reportKeyOf(r).image()
 	for _, w := range r.Spec.Workloads {
 		for p, src := range e.pods {
 			if p.Namespace != ns {
 				continue
 			}
 			for _, u := range src.uses {
-				if u.Workload.Kind == w.Kind && u.Workload.Name == w.Name && u.Digest != r.Spec.Digest {
-					if _, ok := e.written[reportKey{ns, u.Digest}]; !ok {
+				if u.Workload.Kind == w.Kind && u.Workload.Name == w.Name && u.image() != self {
+					if _, ok := e.written[reportKey{ns, u.Repository, u.Digest}]; !ok {
 						return true
 					}
 				}
@@ -79,13 +82,13 @@ func (e *Engine) replacementPendingLocked(r *securityv1alpha1.ImageTrustReport) 
 			if s.Namespace != ns {
 				continue
 			}
-			for d, im := range src.images {
-				if d == r.Spec.Digest {
+			for k, im := range src.images {
+				if k == self || k.Repository != self.Repository {
 					continue
 				}
 				for _, tag := range im.Tags {
 					if tag == t {
-						if _, ok := e.written[reportKey{ns, d}]; !ok {
+						if _, ok := e.written[reportKey{ns, k.Repository, k.Digest}]; !ok {
 							return true
 						}
 					}
@@ -96,29 +99,39 @@ func (e *Engine) replacementPendingLocked(r *securityv1alpha1.ImageTrustReport) 
 	return false
 }
 
-// forgetUnwanted drops the memory of digests no namespace wants any more once their grace period
-// is over (their reports are gone or about to go); a digest that comes back is assessed anew.
+// forgetUnwanted drops the memory of images no namespace wants any more once their grace period
+// is over (their reports are gone or about to go); an image that comes back is assessed anew.
+// The memoised match of a digest goes with the last of its images.
 func (e *Engine) forgetUnwanted(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for d, ent := range e.digests {
+	for ik, ent := range e.images {
 		if ent.wanted() {
 			continue
 		}
 		keep := false
 		for k, since := range e.unwanted {
-			if k.Digest == d && now.Sub(since) < e.opts.ReportGracePeriod {
+			if k.image() == ik && now.Sub(since) < e.opts.ReportGracePeriod {
 				keep = true
 				break
 			}
 		}
 		if !keep {
-			delete(e.digests, d)
+			delete(e.images, ik)
 			for k := range e.unwanted {
-				if k.Digest == d {
+				if k.image() == ik {
 					delete(e.unwanted, k)
 				}
 			}
+		}
+	}
+	live := map[string]bool{}
+	for ik := range e.images {
+		live[ik.Digest] = true
+	}
+	for d := range e.matches {
+		if !live[d] {
+			delete(e.matches, d)
 		}
 	}
 }

@@ -658,3 +658,6 @@ func (h *harness) waitIdle() {
 }
 
 var _ = io.Discard
+
+// imageOf names an image the way the Engine keys it: repository@digest.
+func imageOf(d name.Digest) string { return d.Context().Name() + "@" + d.DigestStr() }

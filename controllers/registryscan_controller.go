@@ -279,6 +279,9 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 		if images[i].Image.Digest != images[j].Image.Digest {
 			return images[i].Image.Digest < images[j].Image.Digest
 		}
+		if images[i].Image.Repository != images[j].Image.Repository {
+			return images[i].Image.Repository < images[j].Image.Repository
+		}
 		return images[i].Tags[0] < images[j].Tags[0]
 	})
 	return images, len(jobs), skipped, nil

@@ -436,17 +436,24 @@ func timestampsStale(old, desired *securityv1alpha1.ImageTrustReportStatus, refr
 	return false
 }
 
-// findReport returns the report for (namespace, digest) from the cache.
+// findReport returns the report for (namespace, repository, digest) from the cache. Reports of
+// the same digest in other repositories (mirrors) are other images' reports.
 func (e *Engine) findReport(ctx context.Context, k reportKey) (*securityv1alpha1.ImageTrustReport, error) {
 	var list securityv1alpha1.ImageTrustReportList
 	if err := e.client.List(ctx, &list, client.InNamespace(k.Namespace), client.MatchingFields{indexReportDigest: k.Digest}); err != nil {
 		return nil, err
 	}
-	if len(list.Items) == 0 {
+	var mine []*securityv1alpha1.ImageTrustReport
+	for i := range list.Items {
+		if k.describes(&list.Items[i]) {
+			mine = append(mine, &list.Items[i])
+		}
+	}
+	if len(mine) == 0 {
 		return nil, nil
 	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].CreationTimestamp.Before(&list.Items[j].CreationTimestamp) })
-	return &list.Items[0], nil
+	sort.Slice(mine, func(i, j int) bool { return mine[i].CreationTimestamp.Before(&mine[j].CreationTimestamp) })
+	return mine[0], nil
 }
 
 // writeReport creates or patches one report when its content changed, then emits events for
@@ -557,9 +564,10 @@ func ownersEqual(a, b []metav1.OwnerReference) bool {
 	return true
 }
 
-// createReport creates the report, adopting an existing one with the same digest (created by a
-// previous manager whose cache entry has not arrived yet) and lengthening the name on the
-// unlikely clash with a report of another digest.
+// createReport creates the report, adopting an existing one of the same image (created by a
+// previous manager whose cache entry has not arrived yet) and lengthening the name on a clash
+// with a report of another image: the same digest in another repository with the same
+// basename (a mirror, common), or, astronomically unlikely, another digest with the same prefix.
 func (e *Engine) createReport(ctx context.Context, in *reportInput, spec securityv1alpha1.ImageTrustReportSpec, owners []metav1.OwnerReference) (*securityv1alpha1.ImageTrustReport, error) {
 	for extra := 0; extra <= 52; extra += 4 {
 		obj := &securityv1alpha1.ImageTrustReport{
@@ -582,7 +590,7 @@ func (e *Engine) createReport(ctx context.Context, in *reportInput, spec securit
 		if err := e.apiReader.Get(ctx, client.ObjectKeyFromObject(obj), &cur); err != nil {
 			return nil, err
 		}
-		if cur.Spec.Digest == in.key.Digest {
+		if in.key.describes(&cur) {
 			if !equality.Semantic.DeepEqual(cur.Spec, spec) || !ownersEqual(cur.OwnerReferences, owners) {
 				before := cur.DeepCopy()
 				cur.Spec, cur.OwnerReferences = spec, owners

@@ -1,5 +1,6 @@
 // Package controllers runs imagetrust in a cluster: it watches pods, RegistryScans and
-// ImageTrustPolicies, drives the scanner library through one work queue keyed by image digest,
+// ImageTrustPolicies, drives the scanner library through one work queue keyed by image
+// (repository and digest),
 // and writes ImageTrustReports, events and metrics. No scanning logic lives here; everything
 // about images is the scanner package's business.
 package controllers
@@ -403,7 +404,7 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-// watchReports requeues a digest when someone deletes or edits one of its reports, so the
+// watchReports requeues an image when someone deletes or edits one of its reports, so the
 // report comes back (or is corrected) without waiting for the next schedule.
 func (e *Engine) watchReports(ctx context.Context, c cache.Cache) error {
 	inf, err := c.GetInformer(ctx, &securityv1alpha1.ImageTrustReport{})
@@ -418,9 +419,9 @@ func (e *Engine) watchReports(ctx context.Context, c cache.Cache) error {
 		if !ok {
 			return
 		}
-		k := reportKey{r.Namespace, r.Spec.Digest}
+		k := reportKeyOf(r)
 		e.mu.Lock()
-		ent := e.digests[k.Digest]
+		ent := e.images[k.image()]
 		wanted := ent != nil && e.wantedInLocked(ent, k.Namespace)
 		if deleted {
 			delete(e.written, k)
@@ -429,7 +430,7 @@ func (e *Engine) watchReports(ctx context.Context, c cache.Cache) error {
 		}
 		e.mu.Unlock()
 		if wanted {
-			e.enqueue(k.Digest)
+			e.enqueue(k.image())
 		}
 	}
 	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{

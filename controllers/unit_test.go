@@ -342,7 +342,7 @@ func sampleInput(findings []vulndb.Finding) *reportInput {
 	scan := &scanner.Scan{Findings: findings, Summary: scanner.Summarize(findings),
 		DB: vulndb.Status{SchemaVersion: "v6.1.10", Built: at.Add(-time.Hour), Checksum: "xxh64:1"}, Packages: 40, ScannedAt: at}
 	return &reportInput{
-		key: reportKey{"team", "sha256:" + hexA},
+		key: reportKey{"team", "registry.example.com/team/app", "sha256:" + hexA},
 		view: nsView{repo: "registry.example.com/team/app", tags: []string{"1.0", "latest"},
 			workloads: []workloadView{{Workload: Workload{"apps/v1", "Deployment", "web", "u1"}, containers: []string{"app"}}}, total: 1},
 		assessment: &scanner.Assessment{

@@ -333,9 +333,10 @@ type ImageTrustReportStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
-// ImageTrustReport is the trust state of one image digest in one namespace: signature,
-// SBOM, provenance, vulnerabilities and the policy verdict. One report is shared by every
-// workload in the namespace that runs the digest.
+// ImageTrustReport is the trust state of one image digest (in one repository) in one namespace:
+// signature, SBOM, provenance, vulnerabilities and the policy verdict. One report is shared by
+// every workload in the namespace that runs the image; a digest mirrored in another repository
+// gets its own report, because signatures are stored per repository.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=itr,categories=imagetrust

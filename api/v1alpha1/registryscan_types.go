@@ -107,7 +107,7 @@ type RegistryScanStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
-// RegistryScan lists repositories on a schedule and writes an ImageTrustReport per digest.
+// RegistryScan lists repositories on a schedule and writes an ImageTrustReport per image digest.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=regscan,categories=imagetrust
