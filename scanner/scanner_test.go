@@ -520,9 +520,8 @@ func describe(s *sbom.SBOM) string {
 	return fmt.Sprintf("{source %s format %s packages %d note %q}", s.Source, s.Format, s.Packages, s.Note)
 }
 
-// BenchmarkFirstScan is the cost of a digest seen for the first time: verification, SBOM
-// generation with Syft (layers pulled) and matching. Compare with BenchmarkRescanCached.
-func BenchmarkFirstScan(b *testing.B) {
+// benchImage pushes an npm + Go application image and resolves it.
+func benchImage(b *testing.B) (*world, scanner.Image, []scanner.Policy) {
 	w := newWorld(b)
 	ref := w.push(b, "team/bench:v1", registrytest.AppImage(
 		[]registrytest.Pkg{{Name: "lodash", Version: "4.17.20"}, {Name: "express", Version: "4.18.2"}},
@@ -531,11 +530,17 @@ func BenchmarkFirstScan(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pols := []scanner.Policy{w.keyPolicy("prod")}
+	return w, imgs[0], []scanner.Policy{w.keyPolicy("prod")}
+}
+
+// BenchmarkFirstScan is the cost of a digest seen for the first time: verification, SBOM
+// generation with Syft (layers pulled) and matching. Compare with BenchmarkRescanCached.
+func BenchmarkFirstScan(b *testing.B) {
+	w, img, pols := benchImage(b)
 	b.ResetTimer()
 	for range b.N {
 		sc := mustScanner(b, w, nil) // no SBOM cache: every iteration generates
-		if _, err := sc.Assess(context.Background(), imgs[0], pols); err != nil {
+		if _, err := sc.Assess(context.Background(), img, pols); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -544,21 +549,13 @@ func BenchmarkFirstScan(b *testing.B) {
 // BenchmarkRescanCached is the scheduled rescan of a known digest: signatures re-verified,
 // the SBOM read from the cache (no layer pulled), matched against the loaded DB.
 func BenchmarkRescanCached(b *testing.B) {
-	w := newWorld(b)
-	ref := w.push(b, "team/bench:v1", registrytest.AppImage(
-		[]registrytest.Pkg{{Name: "lodash", Version: "4.17.20"}, {Name: "express", Version: "4.18.2"}},
-		[]registrytest.Pkg{{Name: "golang.org/x/net", Version: "v0.20.0"}}))
-	imgs, err := w.sc.Resolve(context.Background(), ref.String(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pols := []scanner.Policy{w.keyPolicy("prod")}
-	if _, err := w.sc.Assess(context.Background(), imgs[0], pols); err != nil {
+	w, img, pols := benchImage(b)
+	if _, err := w.sc.Assess(context.Background(), img, pols); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := w.sc.Assess(context.Background(), imgs[0], pols); err != nil {
+		if _, err := w.sc.Assess(context.Background(), img, pols); err != nil {
 			b.Fatal(err)
 		}
 	}
