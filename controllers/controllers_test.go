@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
 	"github.com/imagetrust/imagetrust/scanner/vulndb/dbtest"
 )
@@ -431,25 +433,46 @@ func TestSignatureRemovedWarnsOnce(t *testing.T) {
 	}
 }
 
-// TestDBSwapRematchesWithoutRegistryTraffic: a new DB archive with a new CVE updates the
-// reports from the cached SBOM — no manifest or blob request reaches the registry.
+// TestDBSwapRematchesWithoutRegistryTraffic: a new DB archive with a new CVE in bash updates
+// the reports from the cached SBOMs — no manifest or blob request reaches the registry. Of a
+// fleet of four images only the one with bash is rematched (the DB diff touches bash alone)
+// and only its report is written; every report's findings equal a fresh match against the new
+// DB.
 func TestDBSwapRematchesWithoutRegistryTraffic(t *testing.T) {
 	h := newHarness(t, "apps")
 	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	slim := h.push("team/slim:1.0", registrytest.DebianImage(debianPkgs[:2])) // openssl and tar, no bash
 	tool := h.push("team/tool:3.19", registrytest.AlpineImage(alpinePkgs))
+	files := h.push("team/files:1", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/files-version": "1"})))
+	fleet := []name.Digest{app, slim, tool, files}
 	h.start()
 	h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()},
-		ctr{name: "tool", image: h.reg.Repo("team/tool:3.19"), imageID: tool.String()})
-	r := h.waitReport("apps", app.DigestStr(), isReady)
-	h.waitReport("apps", tool.DigestStr(), isReady)
+		ctr{name: "slim", image: h.reg.Repo("team/slim:1.0"), imageID: slim.String()},
+		ctr{name: "tool", image: h.reg.Repo("team/tool:3.19"), imageID: tool.String()},
+		ctr{name: "files", image: h.reg.Repo("team/files:1"), imageID: files.String()})
+	var r *securityv1alpha1.ImageTrustReport
+	for _, d := range fleet {
+		if got := h.waitReport("apps", d.DigestStr(), isReady); d == app {
+			r = got
+		}
+	}
 	h.waitIdle()
 	if r.Status.Vulnerabilities.Critical != 1 || slices.ContainsFunc(findingIDs(r), func(s string) bool { return strings.HasPrefix(s, "CVE-2026-3000") }) {
 		t.Fatalf("before the swap: %+v %q", r.Status.Vulnerabilities, findingIDs(r))
 	}
 	oldBuilt := r.Status.Vulnerabilities.DBBuilt
-	verified := h.ctrls.Engine.Stats().Verifications
+	before := h.ctrls.Engine.Stats()
+	rvs := map[string]string{}
+	rs, err := h.reports("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, rep := range rs {
+		rvs[d] = rep.ResourceVersion
+	}
 
 	h.reg.Reset()
+	h.writes.reset()
 	copyFile(t, newArchive, h.archive)
 	h.ctrls.CheckDBArchive(h.ctx)
 	r = h.waitReport("apps", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
@@ -459,6 +482,7 @@ func TestDBSwapRematchesWithoutRegistryTraffic(t *testing.T) {
 		return nil
 	})
 	h.waitIdle()
+	time.Sleep(300 * time.Millisecond) // room for a stray write to show
 	want := []string{"CVE-2026-1000 Critical openssl 3.0.11-1~deb12u2 3.0.15-1~deb12u1",
 		"CVE-2026-3000 Critical bash 5.2.15-2+b7 5.2.15-3", "CVE-2026-1001 Low tar 1.34+dfsg-1.2+deb12u1 "}
 	if got := findingIDs(r); !slices.Equal(got, want) {
@@ -472,18 +496,143 @@ func TestDBSwapRematchesWithoutRegistryTraffic(t *testing.T) {
 	if c.Manifests.Sum() != 0 || c.Blobs.Sum() != 0 || c.Total != 0 {
 		t.Fatalf("the rematch reached the registry: %+v", c)
 	}
+
+	// Only the image with bash was rematched, and only its report was written.
 	after := h.ctrls.Engine.Stats()
-	for d, n := range verified {
-		if after.Verifications[d] != n {
-			t.Errorf("digest %s re-verified on a DB change", d)
+	lr := after.LastRematch
+	writes := h.writes.snapshot()
+	t.Logf("DB swap: rematch %+v; API writes %v (report writes %d)", lr, writes, h.writes.reportWrites())
+	if lr.Full || lr.Fallback != "" || lr.Rematched != 1 || lr.Changed != 1 || lr.Queued != 1 || lr.Invalidated < 1 {
+		t.Errorf("last rematch %+v, want incremental: 1 SBOM rematched, 1 changed, 1 image queued", lr)
+	}
+	if n := h.writes.reportWrites(); n != 1 || writes["patch ImageTrustReport/status"] != 1 {
+		t.Errorf("%d report writes (%v), want the one status patch of %s", n, writes, shortDigest(app.DigestStr()))
+	}
+	rs, err = h.reports("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range fleet {
+		rep := rs[d.DigestStr()]
+		if changed := rep.ResourceVersion != rvs[d.DigestStr()]; changed != (d == app) {
+			t.Errorf("report of %s: resourceVersion %s → %s, want a change only for the image with bash",
+				imageOf(d), rvs[d.DigestStr()], rep.ResourceVersion)
 		}
-		if after.Matches[d[strings.LastIndex(d, "@")+1:]] < 2 {
-			t.Errorf("digest %s not rematched", d)
+		// The findings of every report, written or not, are those of a fresh match of its SBOM
+		// against the new DB.
+		doc, ok, err := sharedCache.Get(d.DigestStr())
+		if err != nil || !ok {
+			t.Fatalf("SBOM of %s not cached: %v", imageOf(d), err)
+		}
+		fresh, err := h.db.Match(h.ctx, doc.Document)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantIDs []string
+		for _, f := range fresh.Findings {
+			fixed := ""
+			if len(f.FixedVersions) > 0 {
+				fixed = f.FixedVersions[0]
+			}
+			wantIDs = append(wantIDs, f.ID+" "+f.Severity+" "+f.Package+" "+f.Version+" "+fixed)
+		}
+		gotIDs := findingIDs(rep)
+		slices.Sort(wantIDs)
+		slices.Sort(gotIDs)
+		if !slices.Equal(gotIDs, wantIDs) {
+			t.Errorf("findings of %s\n got %q\nwant %q (fresh match)", imageOf(d), gotIDs, wantIDs)
+		}
+		sum := scanner.Summarize(fresh.Findings)
+		if v := rep.Status.Vulnerabilities; v == nil || int(v.Critical) != sum.Critical || int(v.High) != sum.High ||
+			int(v.Low) != sum.Low || int(v.Fixable) != sum.Fixable {
+			t.Errorf("summary of %s: %+v, fresh match %+v", imageOf(d), rep.Status.Vulnerabilities, sum)
+		}
+		digest := d.DigestStr()
+		if after.Verifications[imageOf(d)] != before.Verifications[imageOf(d)] {
+			t.Errorf("%s re-verified on a DB change", imageOf(d))
+		}
+		// The rematch came from the fleet: no image was matched one by one again.
+		if after.Matches[digest] != before.Matches[digest] {
+			t.Errorf("%s matched one by one %d times after the swap", imageOf(d), after.Matches[digest]-before.Matches[digest])
+		}
+		if wantRefreshed := map[bool]int{true: 1}[d == app]; after.Refreshed[digest] != wantRefreshed {
+			t.Errorf("%s refreshed %d times, want %d", imageOf(d), after.Refreshed[digest], wantRefreshed)
 		}
 	}
 	ev := h.events.about("ImageTrustReport/" + h.ns["apps"] + "/" + r.Name)
 	if len(ev) != 2 || ev[1].Reason != ReasonNewVulnerabilities || ev[1].Note != "1 new Critical/High vulnerabilities: CVE-2026-3000" {
 		t.Errorf("events: %+v", ev)
+	}
+
+	// The periodic full rematch recomputes every SBOM, finds nothing changed and writes nothing.
+	h.writes.reset()
+	full := h.ctrls.Engine.RematchFleet(h.ctx, true)
+	h.waitIdle()
+	t.Logf("full rematch: %+v; report writes %d", full, h.writes.reportWrites())
+	if !full.Full || full.Rematched != len(fleet) || full.Changed != 0 || full.Queued != 0 || full.Fallback != "" {
+		t.Errorf("full rematch %+v, want all %d SBOMs rematched and none changed", full, len(fleet))
+	}
+	if n := h.writes.reportWrites(); n != 0 {
+		t.Errorf("%d report writes after a full rematch that changed nothing", n)
+	}
+}
+
+// TestDBSwapWithoutDiffRefreshesEveryReport: a DB change the diff cannot describe (a new
+// operating system row) makes the fleet rematch every SBOM, and every report is refreshed —
+// findings and DB build — as before the fleet, still without a registry request.
+func TestDBSwapWithoutDiffRefreshesEveryReport(t *testing.T) {
+	h := newHarness(t, "nodiff")
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	tool := h.push("team/tool:3.19", registrytest.AlpineImage(alpinePkgs))
+	h.start()
+	h.runPod("nodiff", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()},
+		ctr{name: "tool", image: h.reg.Repo("team/tool:3.19"), imageID: tool.String()})
+	old := map[string]*securityv1alpha1.ImageTrustReport{}
+	for _, d := range []name.Digest{app, tool} {
+		old[d.DigestStr()] = h.waitReport("nodiff", d.DigestStr(), isReady)
+	}
+	h.waitIdle()
+
+	vulns := append(append([]dbtest.Vuln(nil), baseVulns...), newVuln,
+		dbtest.Vuln{ID: "CVE-2030-0001", Severity: "High", Ecosystem: dbtest.EcosystemDeb, Distro: "debian:10", Package: "x", Constraint: "< 1"})
+	archive, err := dbtest.Archive(filepath.Join(t.TempDir(), "os"), time.Now().Add(-time.Hour), vulns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.reg.Reset()
+	h.writes.reset()
+	copyFile(t, archive, h.archive)
+	h.ctrls.CheckDBArchive(h.ctx)
+	for _, d := range []name.Digest{app, tool} {
+		h.waitReport("nodiff", d.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+			if !r.Status.Vulnerabilities.DBBuilt.After(old[d.DigestStr()].Status.Vulnerabilities.DBBuilt.Time) {
+				return fmt.Errorf("dbBuilt %v", r.Status.Vulnerabilities.DBBuilt)
+			}
+			return nil
+		})
+	}
+	h.waitIdle()
+	lr := h.ctrls.Engine.Stats().LastRematch
+	t.Logf("DB swap without a diff: rematch %+v; report writes %d", lr, h.writes.reportWrites())
+	if !lr.Full || lr.Reason != "table operating_systems changed" || lr.Rematched != 2 || lr.Changed != 1 || lr.Queued != 2 || lr.Fallback != "" {
+		t.Errorf("last rematch %+v, want a full one over 2 SBOMs (1 changed) queuing both images", lr)
+	}
+	if n := h.writes.reportWrites(); n != 2 {
+		t.Errorf("%d report writes, want one for each image", n)
+	}
+	rs, err := h.reports("nodiff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCritical := map[string]int32{app.DigestStr(): 2, tool.DigestStr(): 0}
+	wantHigh := map[string]int32{app.DigestStr(): 0, tool.DigestStr(): 1}
+	for d, r := range rs {
+		if v := r.Status.Vulnerabilities; v.Critical != wantCritical[d] || v.High != wantHigh[d] {
+			t.Errorf("%s: %+v", shortDigest(d), v)
+		}
+	}
+	if c := h.reg.Counts(); c.Total != 0 {
+		t.Errorf("the rematch reached the registry: %+v", c)
 	}
 }
 

@@ -30,9 +30,12 @@ type DBOptions struct {
 	// UpdateSchedule is the cron schedule of update checks (UpdateURL and OCIRef); empty
 	// disables scheduled checks.
 	UpdateSchedule string
+	// FullRematchInterval is how often every cached SBOM is rematched in full (RematchAll),
+	// the safety net behind the incremental rematch after each DB change; zero disables it.
+	FullRematchInterval time.Duration
 }
 
-// dbRunner loads the DB, keeps it current, and rematches every cached SBOM when it changes.
+// dbRunner loads the DB, keeps it current, and rematches the cached SBOMs a DB change touched.
 type dbRunner struct {
 	db     *vulndb.Manager
 	opts   DBOptions
@@ -84,6 +87,9 @@ func (r *dbRunner) Start(ctx context.Context) error {
 		r.armUpdate(ctx, sched)
 	}
 	r.armMetrics()
+	if r.opts.FullRematchInterval > 0 {
+		r.armFullRematch(ctx)
+	}
 
 	for {
 		select {
@@ -94,11 +100,26 @@ func (r *dbRunner) Start(ctx context.Context) error {
 				return nil
 			}
 			setDBMetrics(st)
-			n := r.engine.Rematch()
-			r.log.Info("vulnerability DB changed; rematching cached SBOMs", "schema", st.SchemaVersion,
-				"built", st.Built, "digests", n)
+			res := r.engine.RematchFleet(ctx, false)
+			r.log.Info("vulnerability DB changed; rematched the cached SBOMs it touched", "schema", st.SchemaVersion,
+				"built", st.Built, "full", res.Full, "reason", res.Reason, "rematched", res.Rematched,
+				"changed", res.Changed, "images", res.Queued, "fallback", res.Fallback)
 		}
 	}
+}
+
+// armFullRematch schedules the periodic full rematch: the incremental one after a DB change
+// trusts the DB diff, and this bounds how long anything it could miss would stay unreported.
+func (r *dbRunner) armFullRematch(ctx context.Context) {
+	r.sched.Set("db/full-rematch", r.clock.Now().Add(r.opts.FullRematchInterval), func() {
+		// A full rematch of a large fleet takes a while; never block the scheduler with it.
+		go func() {
+			res := r.engine.RematchFleet(ctx, true)
+			r.log.Info("periodic full rematch of the cached SBOMs", "rematched", res.Rematched,
+				"changed", res.Changed, "images", res.Queued, "fallback", res.Fallback)
+		}()
+		r.armFullRematch(ctx)
+	})
 }
 
 func (r *dbRunner) markInitialized() { r.once.Do(func() { close(r.initialized) }) }

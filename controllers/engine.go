@@ -175,6 +175,18 @@ type Engine struct {
 	matchGen    uint64
 	matchFlight singleflight.Group
 
+	// fleetMu serialises the Engine's calls into the DB's fleet (MatchMany, RematchChanged),
+	// so only RematchFleet moves the fleet to a new DB and the diff's changes are not lost.
+	// fleetAt is the DB checksum the fleet was last seen at; fleetLost records that a match
+	// moved it to a new DB before RematchFleet ran. fleetKeys (guarded by mu) are the SBOMs
+	// the fleet remembers, by fleetKey.
+	fleetMu     sync.Mutex
+	fleetAt     string
+	fleetLost   bool
+	fleetKeys   map[string]bool
+	lastRematch FleetRematch
+	refreshed   map[string]int // per digest: fleet rematches that queued its reports with a new match
+
 	// beforeStart runs once before the workers start (DB loaded, policies compiled).
 	beforeStart func(context.Context) error
 }
@@ -204,6 +216,8 @@ func newEngine(c client.Client, apiReader client.Reader, events eventSink, opts 
 		assessN:   map[imageKey]int{},
 		matchN:    map[string]int{},
 		matches:   map[string]*matchMemo{},
+		fleetKeys: map[string]bool{},
+		refreshed: map[string]int{},
 	}
 }
 
@@ -783,7 +797,7 @@ func (e *Engine) match(ctx context.Context, sc *scanner.Scanner, digest string, 
 		if d == nil {
 			return outcome{evicted: true}, nil
 		}
-		s, err := sc.Match(ctx, d)
+		s, err := e.matchOne(ctx, sc, digest, d)
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.matchN[digest]++
@@ -916,7 +930,8 @@ func (e *Engine) ReverifyPolicy(name string) int {
 }
 
 // Rematch queues every wanted image for matching against the (new) vulnerability DB and
-// returns the number of digests to rematch. The SBOMs come from the SBOM cache, so this sends
+// returns the number of digests to rematch: the fallback of RematchFleet, and what a DB turning
+// stale needs (every report then says DBStale). The SBOMs come from the SBOM cache, so this sends
 // nothing to registries, and the repositories of one digest share its match.
 func (e *Engine) Rematch() int {
 	e.mu.Lock()
@@ -991,13 +1006,23 @@ type Stats struct {
 	Matches map[string]int
 	// QueueDepth is the number of images waiting.
 	QueueDepth int
+	// Refreshed counts, per digest, the fleet rematches (RematchFleet) that gave it a new match
+	// and queued its reports: those whose findings changed, or every digest when the DB had
+	// no usable diff.
+	Refreshed map[string]int
+	// LastRematch describes the last rematch after a DB change (or the periodic full one).
+	LastRematch FleetRematch
 }
 
 // Stats returns a copy of the Engine's counters.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := Stats{Verifications: map[string]int{}, Matches: map[string]int{}, QueueDepth: e.queue.Len()}
+	s := Stats{Verifications: map[string]int{}, Matches: map[string]int{}, QueueDepth: e.queue.Len(),
+		Refreshed: map[string]int{}, LastRematch: e.lastRematch}
+	for k, v := range e.refreshed {
+		s.Refreshed[k] = v
+	}
 	for k, v := range e.assessN {
 		s.Verifications[k.String()] = v
 	}

@@ -40,6 +40,7 @@ type managerFlags struct {
 	dbUpdateURL         string
 	dbUpdateSchedule    string
 	dbMaxAge            time.Duration
+	fullRematch         time.Duration
 	leaderElect         bool
 	leaderElectionNS    string
 	metricsAddr         string
@@ -66,6 +67,7 @@ func (f *managerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dbUpdateURL, "db-update-url", "", "Grype DB listing URL (latest.json) to check for updates; empty disables downloads")
 	fs.StringVar(&f.dbUpdateSchedule, "db-update-schedule", "0 */6 * * *", "cron schedule of DB update checks (--db-update-url, --db-oci-ref)")
 	fs.DurationVar(&f.dbMaxAge, "db-max-age", 5*24*time.Hour, "refuse to match against a DB built longer ago than this (0: no limit)")
+	fs.DurationVar(&f.fullRematch, "full-rematch-interval", 7*24*time.Hour, "how often every cached SBOM is rematched in full, the safety net behind the incremental rematch after DB updates (0: never)")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "enable leader election (run several replicas, one active)")
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", `metrics endpoint address ("0" disables it)`)
@@ -92,6 +94,9 @@ func (f *managerFlags) validate() error {
 		if _, err := cron.ParseStandard(f.dbUpdateSchedule); err != nil {
 			return fmt.Errorf("--db-update-schedule: %w", err)
 		}
+	}
+	if f.fullRematch < 0 {
+		return errors.New("--full-rematch-interval must not be negative")
 	}
 	if f.dbUpdateURL != "" && f.dbArchive != "" {
 		return errors.New("--db-update-url and --db-archive are alternatives; set one")
@@ -184,6 +189,7 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		OCIRef:              f.dbOCIRef,
 		UpdateURL:           f.dbUpdateURL,
 		UpdateSchedule:      f.dbUpdateSchedule,
+		FullRematchInterval: f.fullRematch,
 	}
 	if f.dbOCIRef != "" {
 		rc := registry.New(regOpts)
