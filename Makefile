@@ -187,7 +187,7 @@ $(GRYPE): | $(LOCALBIN)
 grype: $(GRYPE) ## Build the upstream grype CLI (hack/bench/tools pins it) into bin/.
 
 .PHONY: bench
-bench: $(GRYPE) ## Fleet benchmark at BENCH_SCALE (ci|medium|full): grype CLI vs Match vs MatchMany vs rescan after a 1% DB update.
+bench: $(GRYPE) ## Fleet benchmark at BENCH_SCALE (ci|medium|large|full): grype CLI vs Match vs MatchMany vs rescan after a 1% DB update.
 	go build -o $(LOCALBIN)/bench ./hack/bench
 	$(LOCALBIN)/bench -scale $(BENCH_SCALE) -grype $(GRYPE) $(BENCH_ARGS)
 

@@ -8,6 +8,8 @@
 package main
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -28,8 +30,12 @@ import (
 
 var scales = map[string]dbtest.FleetConfig{
 	"ci":     {Seed: 1, Images: 10, MinPackages: 100, MaxPackages: 300, BasePackages: 300, AppPackages: 300, ExtraVulns: 2_000},
-	"medium": {Seed: 1, Images: 40, MinPackages: 100, MaxPackages: 2_000, BasePackages: 1_000, AppPackages: 2_000, ExtraVulns: 50_000},
-	"full":   {Seed: 1, Images: 200, MinPackages: 100, MaxPackages: 5_000, BasePackages: 1_500, AppPackages: 5_000, ExtraVulns: 250_000},
+	"medium": {Seed: 1, Images: 40, MinPackages: 100, MaxPackages: 2_000, BasePackages: 2_000, AppPackages: 2_000, ExtraVulns: 50_000},
+	// full ≈ issue 6: ~251k vulnerability records, ~1.08M affected-package rows
+	// large: the full-scale database with half the fleet (100 images), for when full (~50 min on
+	// 2 cores) does not fit the time available
+	"large": {Seed: 1, Images: 100, MinPackages: 100, MaxPackages: 5_000, BasePackages: 6_000, AppPackages: 5_000, ExtraVulns: 245_000},
+	"full":  {Seed: 1, Images: 200, MinPackages: 100, MaxPackages: 5_000, BasePackages: 6_000, AppPackages: 5_000, ExtraVulns: 245_000},
 }
 
 // measurement is one phase's cost and findings.
@@ -43,11 +49,12 @@ type measurement struct {
 }
 
 func main() {
-	scale := flag.String("scale", "ci", "ci, medium or full")
+	scale := flag.String("scale", "ci", "ci, medium, large or full")
 	work := flag.String("workdir", "", "working directory (default: a temporary one, removed afterwards)")
 	grypeBin := flag.String("grype", "", "grype CLI binary for phase (a); empty skips it")
 	frac := flag.Float64("update", 0.01, "fraction of vulnerability records the update changes")
 	workers := flag.Int("workers", 0, "MatchWorkers for (c) and (d); 0 = GOMAXPROCS")
+	reuse := flag.Bool("reuse-db", false, "keep db-a and db-b already in -workdir (built by an earlier run whose scale has the same BasePackages, AppPackages and ExtraVulns) and only regenerate the fleet")
 	phase := flag.String("phase", "", "internal: run one phase in this process")
 	flag.Parse()
 	log.SetFlags(0)
@@ -57,7 +64,7 @@ func main() {
 		if !ok {
 			log.Fatalf("unknown scale %q", *scale)
 		}
-		if err := setup(cfg, *scale, *work, *frac); err != nil {
+		if err := setup(cfg, *scale, *work, *frac, *reuse); err != nil {
 			log.Fatalf("setup: %v", err)
 		}
 		return
@@ -81,7 +88,7 @@ func main() {
 		*work = d
 	}
 	_ = cfg
-	if err := run(*scale, *work, *grypeBin, *frac, *workers); err != nil {
+	if err := run(*scale, *work, *grypeBin, *frac, *workers, *reuse); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -89,7 +96,7 @@ func main() {
 // setup generates the fleet and both databases. It runs in a child process so that the parent
 // stays small: Linux carries a parent's resident size into a forked child's ru_maxrss, which
 // would inflate every child's peak RSS.
-func setup(cfg dbtest.FleetConfig, scale, work string, frac float64) error {
+func setup(cfg dbtest.FleetConfig, scale, work string, frac float64, reuse bool) error {
 	start := time.Now()
 	fl, err := dbtest.GenerateFleet(cfg)
 	if err != nil {
@@ -97,15 +104,27 @@ func setup(cfg dbtest.FleetConfig, scale, work string, frac float64) error {
 	}
 	updated, touched := dbtest.MutateFleet(fl.Vulns, frac, 2)
 	built := time.Now().Add(-2 * time.Hour)
-	archA, err := dbtest.Archive(filepath.Join(work, "db-a"), built, fl.Vulns)
-	if err != nil {
-		return err
-	}
-	_, err = dbtest.Archive(filepath.Join(work, "db-b"), built.Add(time.Hour), updated)
-	if err != nil {
-		return err
+	var archA string
+	if reuse {
+		if archA, err = archive(work, "db-a"); err != nil {
+			return err
+		}
+		if _, err = archive(work, "db-b"); err != nil {
+			return err
+		}
+		log.Printf("reusing the databases in %s", work)
+	} else {
+		if archA, err = dbtest.Archive(filepath.Join(work, "db-a"), built, fl.Vulns); err != nil {
+			return err
+		}
+		if _, err = dbtest.Archive(filepath.Join(work, "db-b"), built.Add(time.Hour), updated); err != nil {
+			return err
+		}
 	}
 	sbomDir := filepath.Join(work, "sboms")
+	if err := os.RemoveAll(sbomDir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(sbomDir, 0o755); err != nil {
 		return err
 	}
@@ -116,18 +135,70 @@ func setup(cfg dbtest.FleetConfig, scale, work string, frac float64) error {
 		}
 	}
 	st, _ := os.Stat(archA)
-	log.Printf("scale %s: %d images, %d vulnerability records (%d after update, %d package names touched), archive %.1f MiB; setup %s",
-		scale, len(fl.SBOMs), len(fl.Vulns), len(updated), len(touched), float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
-	_ = pkgs
+	dbSize, err := dbFileSize(archA)
+	if err != nil {
+		return err
+	}
+	for _, doc := range fl.SBOMs {
+		var d struct{ Artifacts []json.RawMessage }
+		if err := json.Unmarshal(doc, &d); err != nil {
+			return err
+		}
+		pkgs += len(d.Artifacts)
+	}
+	log.Printf("scale %s (%+v): %d images, %d packages; %d vulnerability records, %d affected-package rows (%d records, %d rows after update, %d package names touched); vulnerability.db %.1f MiB, archive %.1f MiB; setup %s",
+		scale, cfg, len(fl.SBOMs), pkgs, records(fl.Vulns), len(fl.Vulns), records(updated), len(updated), len(touched),
+		float64(dbSize)/(1<<20), float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-func run(scale, work, grypeBin string, frac float64, workers int) error {
+// records counts distinct vulnerability records: dbtest writes one per provider and ID, and
+// one affected-package row per Vuln.
+func records(vs []dbtest.Vuln) int {
+	seen := map[string]bool{}
+	for _, v := range vs {
+		seen[v.Ecosystem+"/"+v.ID] = true
+	}
+	n := 0
+	for k := range seen {
+		// npm and go-module records share the github provider
+		if e, id, _ := strings.Cut(k, "/"); e == dbtest.EcosystemGo && seen[dbtest.EcosystemNPM+"/"+id] {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// dbFileSize reads the size of vulnerability.db from the archive's tar header.
+func dbFileSize(archive string) (int64, error) {
+	f, err := os.Open(archive)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return 0, fmt.Errorf("vulnerability.db in %s: %w", archive, err)
+		}
+		if h.Name == "vulnerability.db" {
+			return h.Size, nil
+		}
+	}
+}
+
+func run(scale, work, grypeBin string, frac float64, workers int, reuse bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	gen := exec.Command(self, "-phase", "setup", "-scale", scale, "-workdir", work, "-update", fmt.Sprint(frac))
+	gen := exec.Command(self, "-phase", "setup", "-scale", scale, "-workdir", work, "-update", fmt.Sprint(frac), fmt.Sprintf("-reuse-db=%v", reuse))
 	gen.Stdout, gen.Stderr = os.Stderr, os.Stderr
 	if err := gen.Run(); err != nil {
 		return fmt.Errorf("setup: %w", err)

@@ -116,44 +116,66 @@ func GenerateFleet(cfg FleetConfig) (*Fleet, error) {
 					Package: gomod[i].name, Constraint: "< 1.2.0", FixedVersion: "1.2.0"})
 		}
 	}
+	// ExtraVulns records for packages no image has, shaped like the public database: a distro
+	// advisory covers every release of its distribution and usually more than one source
+	// package, a Go advisory both the module and its /v2 path; ~4.4 affected-package rows per
+	// record, with a description of typical length.
 	for i := 0; i < cfg.ExtraVulns; i++ {
-		switch i % 4 {
+		desc := fmt.Sprintf(extraDescription, i)
+		switch i % 8 {
 		case 0:
 			fl.Vulns = append(fl.Vulns, Vuln{ID: fmt.Sprintf("GHSA-xnpm-%06d", i), Severity: "Medium", Ecosystem: EcosystemNPM,
-				Package: fmt.Sprintf("unused-npm-%d", i), Constraint: "< 2.0.0", FixedVersion: "2.0.0"})
+				Package: fmt.Sprintf("unused-npm-%d", i), Constraint: "< 2.0.0", FixedVersion: "2.0.0", Description: desc})
 		case 1:
-			fl.Vulns = append(fl.Vulns, Vuln{ID: fmt.Sprintf("GHSA-xgo-%06d", i), Severity: "High", Ecosystem: EcosystemGo,
-				Package: fmt.Sprintf("example.org/unused%d", i), Constraint: "< 2.0.0", FixedVersion: "2.0.0"})
-		default:
-			d := FleetDistros[i%len(FleetDistros)]
-			eco := EcosystemAPK
-			if d[:6] == "debian" {
-				eco = EcosystemDeb
+			for _, suffix := range []string{"", "/v2"} {
+				fl.Vulns = append(fl.Vulns, Vuln{ID: fmt.Sprintf("GHSA-xgo-%06d", i), Severity: "High", Ecosystem: EcosystemGo,
+					Package: fmt.Sprintf("example.org/unused%d%s", i, suffix), Constraint: "< 2.0.0", FixedVersion: "2.0.0", Description: desc})
 			}
-			fl.Vulns = append(fl.Vulns, Vuln{ID: fmt.Sprintf("CVE-2099-%07d", i), Severity: "Low", Ecosystem: eco, Distro: d,
-				Package: fmt.Sprintf("unused-src-%d", i), Constraint: "< 9.0-1", FixedVersion: "9.0-1"})
+		default:
+			// debian (3 releases) for i%8 in 2..5, alpine (2 releases) for 6..7; two source packages each
+			ds, eco := FleetDistros[:3], EcosystemDeb
+			if i%8 >= 6 {
+				ds, eco = FleetDistros[3:], EcosystemAPK
+			}
+			for _, d := range ds {
+				for _, p := range []string{fmt.Sprintf("unused-src-%d", i), fmt.Sprintf("unused-src-%d", i/7)} {
+					fl.Vulns = append(fl.Vulns, Vuln{ID: fmt.Sprintf("CVE-2099-%07d", i), Severity: "Low", Ecosystem: eco, Distro: d,
+						Package: p, Constraint: "< 9.0-1", FixedVersion: "9.0-1", Description: desc})
+				}
+			}
 		}
 	}
 
 	for img := 0; img < cfg.Images; img++ {
 		d := FleetDistros[img%len(FleetDistros)]
 		n := cfg.MinPackages + r.IntN(cfg.MaxPackages-cfg.MinPackages+1)
+		// a tenth of the image (at most 300 packages) is its own application dependencies; the
+		// rest comes from its distribution's base set and, when that runs out, the shared pools
+		own := min(n/10, 300)
 		var pkgs []fleetPkg
 		bp := base[d]
 		// every image has the first 30% of its base and a random part of the rest
 		for i, p := range bp {
-			if len(pkgs) >= n {
+			if len(pkgs) >= n-own {
 				break
 			}
 			if i < len(bp)*3/10 || r.IntN(2) == 0 || p.source == "linux" {
 				pkgs = append(pkgs, p)
 			}
 		}
-		for len(pkgs) < n {
+		for len(pkgs) < n-own {
 			if r.IntN(2) == 0 {
 				pkgs = append(pkgs, npm[r.IntN(len(npm))])
 			} else {
 				pkgs = append(pkgs, gomod[r.IntN(len(gomod))])
+			}
+		}
+		for j := 0; j < own; j++ {
+			v := appVersions[j%len(appVersions)]
+			if j%2 == 0 {
+				pkgs = append(pkgs, fleetPkg{name: fmt.Sprintf("img%04d-npm-%d", img, j), version: v, typ: syftPkg.NpmPkg})
+			} else {
+				pkgs = append(pkgs, fleetPkg{name: fmt.Sprintf("example.com/img%04d/mod%d", img, j), version: "v" + v, typ: syftPkg.GoModulePkg})
 			}
 		}
 		doc, err := encodeImage(d, dedupe(pkgs))
@@ -164,6 +186,17 @@ func GenerateFleet(cfg FleetConfig) (*Fleet, error) {
 	}
 	return fl, nil
 }
+
+// extraDescription is a description about as long as a public record's text with its
+// references (~1 KiB), so the database has a realistic size.
+const extraDescription = "Synthetic record %d. A flaw was found in the parsing of crafted input by this package that may allow a remote attacker " +
+	"to cause a denial of service or possibly execute arbitrary code via a specially crafted request. Versions before the fixed version are affected; " +
+	"upgrade to the fixed version. The issue is caused by an integer overflow when computing the size of a buffer for decoded data, which leads to " +
+	"an out-of-bounds write on the heap. Exploitation requires the application to process untrusted input with the affected function, which is the " +
+	"default for network-facing services that accept compressed or encoded payloads. References: https://example.org/advisories/synthetic, " +
+	"https://example.org/bugs/synthetic, https://example.org/commits/synthetic-fix, https://example.org/mailing-list/security/synthetic, " +
+	"https://example.org/tracker/synthetic. Credit: reported by an independent researcher through the coordinated disclosure process. " +
+	"Mitigation: none known other than upgrading; disabling the affected feature reduces exposure but is not supported in all configurations."
 
 func sev(i int) string {
 	return []string{"Critical", "High", "Medium", "Low", "Negligible"}[i%5]
@@ -250,13 +283,27 @@ func MutateFleet(vulns []Vuln, frac float64, seed uint64) ([]Vuln, []string) {
 	r := rand.New(rand.NewPCG(seed, 0xd1ff))
 	out := make([]Vuln, 0, len(vulns))
 	touched := map[string]bool{}
-	for i, v := range vulns {
-		if r.Float64() >= frac {
+	// the decision is per vulnerability record (ID), so every affected-package row of a chosen
+	// record changes together and frac is a fraction of records, not of rows
+	type decision struct {
+		change bool
+		kind   int
+	}
+	decided := map[string]decision{}
+	n := 0
+	for _, v := range vulns {
+		dc, ok := decided[v.ID]
+		if !ok {
+			dc = decision{change: r.Float64() < frac, kind: n % 3}
+			decided[v.ID] = dc
+			n++
+		}
+		if !dc.change {
 			out = append(out, v)
 			continue
 		}
 		touched[v.Package] = true
-		switch i % 3 {
+		switch dc.kind {
 		case 0: // withdrawn
 		case 1: // fix moves
 			v.Severity = "Critical"
