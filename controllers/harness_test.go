@@ -93,9 +93,6 @@ func TestMain(m *testing.M) {
 // tests of this package run without it.
 func startEnv(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("envtest suite skipped in -short mode")
-	}
 	envOnce.Do(func() {
 		env, envErr = testenv.Start()
 		if envErr != nil {
