@@ -1,7 +1,6 @@
 package scanner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,17 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anchore/syft/syft/format"
-	"github.com/anchore/syft/syft/format/spdxjson"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
+	"github.com/imagetrust/imagetrust/internal/demo"
 	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
@@ -149,58 +143,15 @@ func ids(a *scanner.Assessment) []string {
 	return out
 }
 
-// toSPDX regenerates doc (syft JSON) as SPDX JSON, as a build pipeline would attest it.
-func toSPDX(t testing.TB, doc []byte) []byte {
+// spdxOf generates ref's SBOM with Syft and encodes it as SPDX JSON, as a build pipeline
+// would before attesting or attaching it.
+func spdxOf(t testing.TB, ref name.Digest) []byte {
 	t.Helper()
-	s, _, _, err := format.Decode(bytes.NewReader(doc))
+	doc, err := demo.SPDXFor(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := spdxjson.NewFormatEncoderWithConfig(spdxjson.DefaultEncoderConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := enc.Encode(&buf, *s); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// generate produces a syft JSON SBOM for ref with the real generator.
-func generate(t testing.TB, ref name.Digest) []byte {
-	t.Helper()
-	s, err := (&sbom.Generator{}).Fetch(context.Background(), ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Document
-}
-
-// attachReferrer pushes doc as an OCI artifact whose subject is ref.
-func (w *world) attachReferrer(t testing.TB, ref name.Digest, mediaType string, doc []byte) name.Digest {
-	t.Helper()
-	ctx := context.Background()
-	desc, err := remote.Head(ref, w.reg.RemoteOptions(ctx)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.MediaType(mediaType))
-	img, err = mutate.Append(img, mutate.Addendum{Layer: static.NewLayer(doc, types.MediaType(mediaType))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Size: desc.Size, Digest: desc.Digest}).(v1.Image)
-	dig, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	art := ref.Context().Digest(dig.String())
-	if err := remote.Write(art, img, w.reg.RemoteOptions(ctx)...); err != nil {
-		t.Fatal(err)
-	}
-	return art
+	return doc
 }
 
 func TestKeySignedImageWithAttestedSBOM(t *testing.T) {
@@ -210,7 +161,7 @@ func TestKeySignedImageWithAttestedSBOM(t *testing.T) {
 	if err := signtest.SignImage(ctx, ref, w.key, w.opts...); err != nil {
 		t.Fatal(err)
 	}
-	spdx := toSPDX(t, generate(t, ref))
+	spdx := spdxOf(t, ref)
 	if err := signtest.Attest(ctx, ref, ref, "https://spdx.dev/Document", spdx, w.key, w.opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +208,10 @@ func TestKeylessSignedReferrerSBOMAndProvenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	// SBOM as a referrer, itself signed by the same identity.
-	art := w.attachReferrer(t, ref, "application/spdx+json", toSPDX(t, generate(t, ref)))
+	art, err := demo.AttachReferrer(ctx, ref, "application/spdx+json", spdxOf(t, ref), w.reg.RemoteOptions(ctx)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := signtest.SignImageKeyless(ctx, art, leaf, w.opts...); err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	if err := signtest.SignImage(ctx, ref, w.Key, opts...); err != nil {
 		return nil, err
 	}
-	spdx, err := spdxFor(ctx, ref)
+	spdx, err := SPDXFor(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	if err := signtest.SignImageKeyless(ctx, ref, leaf, opts...); err != nil {
 		return nil, err
 	}
-	if spdx, err = spdxFor(ctx, ref); err != nil {
+	if spdx, err = SPDXFor(ctx, ref); err != nil {
 		return nil, err
 	}
 	art, err := AttachReferrer(ctx, ref, "application/spdx+json", spdx, reg.RemoteOptions(ctx)...)
@@ -232,9 +232,9 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (*World, 
 	return w, nil
 }
 
-// spdxFor generates the image's SBOM with Syft and encodes it as SPDX JSON, as a build
+// SPDXFor generates the image's SBOM with Syft and encodes it as SPDX JSON, as a build
 // pipeline would before attesting or attaching it.
-func spdxFor(ctx context.Context, ref name.Digest) ([]byte, error) {
+func SPDXFor(ctx context.Context, ref name.Digest) ([]byte, error) {
 	s, err := (&sbom.Generator{}).Fetch(ctx, ref)
 	if err != nil {
 		return nil, err
