@@ -54,6 +54,7 @@ func main() {
 	grypeBin := flag.String("grype", "", "grype CLI binary for phase (a); empty skips it")
 	frac := flag.Float64("update", 0.01, "fraction of vulnerability records the update changes")
 	workers := flag.Int("workers", 0, "MatchWorkers for (c) and (d); 0 = GOMAXPROCS")
+	batch := flag.Int("batch", 16, "SBOMs read and handed to MatchMany at a time in (c) and (d)")
 	reuse := flag.Bool("reuse-db", false, "keep db-a and db-b already in -workdir (built by an earlier run whose scale has the same BasePackages, AppPackages and ExtraVulns) and only regenerate the fleet")
 	phase := flag.String("phase", "", "internal: run one phase in this process")
 	flag.Parse()
@@ -70,7 +71,7 @@ func main() {
 		return
 	}
 	if *phase != "" {
-		if err := runPhase(*phase, *work, *workers); err != nil {
+		if err := runPhase(*phase, *work, *workers, *batch); err != nil {
 			log.Fatalf("phase %s: %v", *phase, err)
 		}
 		return
@@ -88,7 +89,7 @@ func main() {
 		*work = d
 	}
 	_ = cfg
-	if err := run(*scale, *work, *grypeBin, *frac, *workers, *reuse); err != nil {
+	if err := run(*scale, *work, *grypeBin, *frac, *workers, *batch, *reuse); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -193,7 +194,7 @@ func dbFileSize(archive string) (int64, error) {
 	}
 }
 
-func run(scale, work, grypeBin string, frac float64, workers int, reuse bool) error {
+func run(scale, work, grypeBin string, frac float64, workers, batch int, reuse bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -224,7 +225,7 @@ func run(scale, work, grypeBin string, frac float64, workers int, reuse bool) er
 		ms = append(ms, m)
 	}
 	for _, p := range []string{"naive", "dedup", "rescan"} {
-		m, err := child(p, work, workers)
+		m, err := child(p, work, workers, batch)
 		if err != nil {
 			return err
 		}
@@ -405,12 +406,12 @@ func tv(t syscall.Timeval) time.Duration {
 }
 
 // child runs one phase in a fresh process of this binary.
-func child(phase, work string, workers int) (*measurement, error) {
+func child(phase, work string, workers, batch int) (*measurement, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-phase", phase, "-workdir", work, "-workers", fmt.Sprint(workers))
+	cmd := exec.Command(self, "-phase", phase, "-workdir", work, "-workers", fmt.Sprint(workers), "-batch", fmt.Sprint(batch))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("phase %s: %w", phase, err)
@@ -455,17 +456,46 @@ func archive(work, name string) (string, error) {
 	return m[0], nil
 }
 
-// runPhase is the child side: load SBOMs, import database A, run the timed part.
-func runPhase(phase, work string, workers int) error {
-	ctx := context.Background()
-	docs := map[string][]byte{}
-	files, _ := filepath.Glob(filepath.Join(work, "sboms", "*.json"))
+// sbomFiles lists the fleet's SBOM files by image name, sorted.
+func sbomFiles(work string) ([]string, map[string]string, error) {
+	files, err := filepath.Glob(filepath.Join(work, "sboms", "*.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	paths := map[string]string{}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
+		paths[strings.TrimSuffix(filepath.Base(f), ".json")] = f
+	}
+	return sortedKeys(paths), paths, nil
+}
+
+// batches reads the SBOMs n at a time, the way the manager reads them from its SBOM cache: no
+// phase holds the whole fleet's documents in memory, so peak RSS is the matcher's own.
+func batches(keys []string, paths map[string]string, n int, fn func(map[string][]byte) error) error {
+	for len(keys) > 0 {
+		k := min(n, len(keys))
+		docs := make(map[string][]byte, k)
+		for _, key := range keys[:k] {
+			b, err := os.ReadFile(paths[key])
+			if err != nil {
+				return err
+			}
+			docs[key] = b
+		}
+		keys = keys[k:]
+		if err := fn(docs); err != nil {
 			return err
 		}
-		docs[strings.TrimSuffix(filepath.Base(f), ".json")] = b
+	}
+	return nil
+}
+
+// runPhase is the child side: import database A, run the timed part.
+func runPhase(phase, work string, workers, batch int) error {
+	ctx := context.Background()
+	keys, paths, err := sbomFiles(work)
+	if err != nil {
+		return err
 	}
 	archA, err := archive(work, "db-a")
 	if err != nil {
@@ -485,35 +515,53 @@ func runPhase(phase, work string, workers int) error {
 		return err
 	}
 	m := &measurement{Findings: map[string][]string{}}
+	matchMany := func() error {
+		return batches(keys, paths, batch, func(docs map[string][]byte) error {
+			res, err := mgr.MatchMany(ctx, docs)
+			if err != nil {
+				return err
+			}
+			for k, r := range res {
+				m.Findings[k] = tuples(r.Findings)
+			}
+			return nil
+		})
+	}
 	switch phase {
 	case "naive":
 		m.Name = "(b) naive Match per SBOM"
 		c0, t0 := cpuNow(), time.Now()
-		for _, k := range sortedKeys(docs) {
-			res, err := mgr.Match(ctx, docs[k])
-			if err != nil {
-				return err
+		err := batches(keys, paths, 1, func(docs map[string][]byte) error {
+			for k, d := range docs {
+				res, err := mgr.Match(ctx, d)
+				if err != nil {
+					return err
+				}
+				m.Findings[k] = tuples(res.Findings)
 			}
-			m.Findings[k] = tuples(res.Findings)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
 	case "dedup":
 		m.Name = "(c) deduplicated MatchMany"
 		c0, t0 := cpuNow(), time.Now()
-		res, err := mgr.MatchMany(ctx, docs)
-		if err != nil {
+		if err := matchMany(); err != nil {
 			return err
 		}
 		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
-		for k, r := range res {
-			m.Findings[k] = tuples(r.Findings)
-		}
 		st := mgr.FleetStats()
 		m.Extra = fmt.Sprintf("%d distinct packages matched, %d occurrences reused", st.Matched, st.Reused)
 	case "rescan":
 		m.Name = "(d) rescan after update"
-		res, err := mgr.MatchMany(ctx, docs)
-		if err != nil {
+		if err := matchMany(); err != nil {
+			return err
+		}
+		// database A's index is built in the background once the fleet has SBOMs, as in the
+		// manager; wait for it so that it is not charged to the update
+		if err := mgr.WaitIndexed(ctx); err != nil {
 			return err
 		}
 		archB, err := archive(work, "db-b")
@@ -530,26 +578,29 @@ func runPhase(phase, work string, workers int) error {
 			return err
 		}
 		m.Wall, m.CPU = time.Since(t0), cpuNow()-c0
-		for k, r := range res {
-			m.Findings[k] = tuples(r.Findings)
-		}
 		for k, r := range changed {
 			m.Findings[k] = tuples(r.Findings)
 		}
 		info := mgr.FleetStats().LastRematch
-		m.Extra = fmt.Sprintf("import+diff %s, rematch %s; %d names touched, %d entries invalidated, %d SBOMs rematched, %d changed",
+		m.Extra = fmt.Sprintf("import+index+diff %s, rematch %s; %d names touched, %d entries invalidated, %d SBOMs rematched, %d changed",
 			imported.Round(time.Millisecond), (m.Wall - imported).Round(time.Millisecond), info.TouchedNames, info.Invalidated, info.Rematched, info.Changed)
 		if info.Full {
 			m.Extra += " (FULL: " + info.Reason + ")"
 		}
 		// reference for (d): Match on the updated database, untimed
 		ref := map[string][]string{}
-		for _, k := range sortedKeys(docs) {
-			r, err := mgr.Match(ctx, docs[k])
-			if err != nil {
-				return err
+		err = batches(keys, paths, 1, func(docs map[string][]byte) error {
+			for k, d := range docs {
+				r, err := mgr.Match(ctx, d)
+				if err != nil {
+					return err
+				}
+				ref[k] = tuples(r.Findings)
 			}
-			ref[k] = tuples(r.Findings)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if err := writeJSON(filepath.Join(work, "rescan-reference.json"), ref); err != nil {
 			return err

@@ -19,6 +19,7 @@ import (
 	"github.com/anchore/grype/grype/pkg"
 	"github.com/anchore/grype/grype/vulnerability"
 	"github.com/anchore/syft/syft/artifact"
+	"github.com/anchore/syft/syft/file"
 	syftPkg "github.com/anchore/syft/syft/pkg"
 )
 
@@ -70,31 +71,30 @@ type RematchInfo struct {
 	Took time.Duration
 }
 
-// slimPkg is what the per-SBOM replay needs of a package: the fields grype's ignore filters
-// and rules read (name, version, type, language, upstreams, ownership relationships) and the
-// fields findings report. Keeping this instead of grype's pkg.Package keeps a large fleet's
-// memory small.
-type slimPkg struct {
-	id        pkg.ID
-	name      string
-	version   string
-	purl      string
-	typ       syftPkg.Type
-	language  syftPkg.Language
-	upstreams []pkg.UpstreamPackage
-	owners    []pkg.ID // RelatedPackages[ownership-by-file-overlap]
-	key       string   // cache key; "" when the package cannot share results (see entry.local)
-	full      *pkg.Package
+// occurrence is one package of a remembered SBOM: only what differs between occurrences of
+// the same package (its ID and the packages owning its files, which grype's ownership ignore
+// filters compare) and the cache key under which everything else is kept once. A large fleet
+// repeats each distinct package many times, so this is what keeps its memory small.
+type occurrence struct {
+	id     pkg.ID
+	owners []pkg.ID // RelatedPackages[ownership-by-file-overlap]
+	key    string
+	full   *pkg.Package // the decoded record, only until its document has been matched
 }
 
-func (s *slimPkg) pkg() pkg.Package {
-	if s.full != nil {
-		return *s.full
+// pkgFor rebuilds the package grype would have seen for this occurrence: the cached record
+// (identical in every field the key covers) with this occurrence's identity and owners.
+// Locations are not kept: no matcher reads them, and a result that depends on them (an ignore
+// filter naming a location) is never shared (see shareable).
+func (o *occurrence) pkgFor(e *entry) pkg.Package {
+	if o.full != nil {
+		return *o.full
 	}
-	p := pkg.Package{ID: s.id, Name: s.name, Version: s.version, PURL: s.purl, Type: s.typ, Language: s.language, Upstreams: s.upstreams}
-	if len(s.owners) > 0 {
-		rel := make([]*pkg.Package, len(s.owners))
-		for i, id := range s.owners {
+	p := e.src
+	p.ID = o.id
+	if len(o.owners) > 0 {
+		rel := make([]*pkg.Package, len(o.owners))
+		for i, id := range o.owners {
 			rel[i] = &pkg.Package{ID: id}
 		}
 		p.RelatedPackages = map[artifact.RelationshipType][]*pkg.Package{artifact.OwnershipByFileOverlapRelationship: rel}
@@ -104,19 +104,28 @@ func (s *slimPkg) pkg() pkg.Package {
 
 // fleetDoc is one remembered SBOM.
 type fleetDoc struct {
-	pkgs   []slimPkg
+	pkgs   []occurrence
 	result *MatchResult
 }
 
 // entry is the cached matcher output for one distinct package.
 type entry struct {
-	src     pkg.Package // the full record first seen, rematched when the entry goes stale
+	src     pkg.Package // the record (without identity, locations, relationships), rematched when stale
 	stale   bool
+	local   bool // the matchers' output cannot be shared: every occurrence is matched at replay
 	srcID   pkg.ID
-	matches []match.Match
+	matches []match.Match // Package left empty: replay sets each occurrence's
 	ignores []match.IgnoreFilter
-	names   []string // normalised names the package is searched by (name, upstreams, CPE products)
-	vulnIDs []string // vulnerability IDs (and aliases) in matches and ignore filters
+	names   []uint64 // nameHash of the normalised names the package is searched by
+	vulnIDs []uint64 // nameHash of the lower-cased vulnerability IDs in matches and ignore filters
+}
+
+// stripped is p as an entry keeps it: what only one occurrence has is dropped, which also
+// stops the entry from keeping the rest of that SBOM's packages alive through RelatedPackages.
+func stripped(p pkg.Package) pkg.Package {
+	p.RelatedPackages = nil
+	p.Locations = file.LocationSet{}
+	return p
 }
 
 // fleet is the Manager's fleet state, guarded by Manager.fleetMu.
@@ -151,6 +160,9 @@ func (m *Manager) FleetStats() FleetStats {
 // returns for that document. A key seen before is replaced. Documents that fail to decode are
 // reported in the returned error (which names their keys) and left out of the result map; the
 // other documents are still matched and returned.
+//
+// Documents are decoded and matched a few at a time, so a large batch needs no more memory
+// than a small one beyond the caller's own copy of the documents.
 func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[string]*MatchResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -166,11 +178,39 @@ func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[st
 			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
 	}
 
-	decoded, derr := m.decodeAll(ctx, docs)
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
 	}
+	sort.Strings(keys)
+	chunk := max(2*m.workers(), 8)
+	out := make(map[string]*MatchResult, len(docs))
+	var derrs []error
+	for len(keys) > 0 {
+		n := min(chunk, len(keys))
+		part := make(map[string][]byte, n)
+		for _, k := range keys[:n] {
+			part[k] = docs[k]
+		}
+		keys = keys[n:]
+		decoded, derr := m.decodeAll(ctx, part)
+		if derr != nil {
+			derrs = append(derrs, derr)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := m.matchDecoded(ctx, h, st, decoded, out); err != nil {
+			return nil, err
+		}
+	}
+	m.indexSoon(h)
+	return out, errors.Join(derrs...)
+}
 
+// matchDecoded remembers decoded documents, fills the cache for their packages and replays
+// their results into out.
+func (m *Manager) matchDecoded(ctx context.Context, h *handle, st Status, decoded map[string]*fleetDoc, out map[string]*MatchResult) error {
 	m.fleetMu.Lock()
 	defer m.fleetMu.Unlock()
 	f := m.fleetState()
@@ -178,26 +218,32 @@ func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[st
 		// documents matched before were matched against another database: RematchChanged
 		// brings them (and the cache) over, incrementally when it can
 		if _, err := m.rematchLocked(ctx, h, false); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for k, d := range decoded {
 		f.docs[k] = d
 	}
 	if err := m.fillLocked(ctx, h, decoded); err != nil {
-		return nil, err
+		for k := range decoded {
+			delete(f.docs, k)
+		}
+		return err
 	}
-	out := make(map[string]*MatchResult, len(decoded))
 	for k, d := range decoded {
 		res, err := m.replay(h, f, d, st)
 		if err != nil {
 			delete(f.docs, k)
-			return nil, err
+			return err
+		}
+		// the decoded records were needed for this first match only
+		for i := range d.pkgs {
+			d.pkgs[i].full = nil
 		}
 		d.result = res
 		out[k] = res
 	}
-	return out, derr
+	return nil
 }
 
 // Forget drops remembered SBOMs (e.g. images no longer running). Cache entries stay until
@@ -289,7 +335,8 @@ func (m *Manager) rematchLocked(ctx context.Context, h *handle, full bool) (map[
 		info.TouchedNames, info.TouchedVulns = len(d.names), len(d.vulns)
 		dropped := map[string]bool{}
 		for k, e := range f.entries {
-			if e.touchedBy(d) {
+			// a local entry's matcher output was never cached: it can change with anything
+			if e.local || e.touchedBy(d) {
 				e.stale = true
 				dropped[k] = true
 			}
@@ -297,7 +344,7 @@ func (m *Manager) rematchLocked(ctx context.Context, h *handle, full bool) (map[
 		info.Invalidated = len(dropped)
 		for k, doc := range f.docs {
 			for i := range doc.pkgs {
-				if p := &doc.pkgs[i]; p.key == "" || dropped[p.key] {
+				if dropped[doc.pkgs[i].key] {
 					affected[k] = doc
 					break
 				}
@@ -385,23 +432,21 @@ func (m *Manager) decode(doc []byte) (*fleetDoc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
 	}
-	d := &fleetDoc{pkgs: make([]slimPkg, len(pkgs))}
-	for i, p := range pkgs {
-		s := slimPkg{id: p.ID, name: p.Name, version: p.Version, purl: p.PURL, typ: p.Type, language: p.Language, upstreams: p.Upstreams}
-		for _, o := range p.RelatedPackages[artifact.OwnershipByFileOverlapRelationship] {
-			if o != nil {
-				s.owners = append(s.owners, o.ID)
+	d := &fleetDoc{pkgs: make([]occurrence, len(pkgs))}
+	for i := range pkgs {
+		p := &pkgs[i]
+		o := occurrence{id: p.ID, full: p}
+		for _, r := range p.RelatedPackages[artifact.OwnershipByFileOverlapRelationship] {
+			if r != nil {
+				o.owners = append(o.owners, r.ID)
 			}
 		}
-		k, err := packageKey(p)
+		k, err := packageKey(*p)
 		if err != nil {
 			return nil, fmt.Errorf("vulndb: key package %s: %w", p.Name, err)
 		}
-		s.key = k
-		// the full record is kept until the package has been matched once (fillLocked drops it)
-		cp := p
-		s.full = &cp
-		d.pkgs[i] = s
+		o.key = k
+		d.pkgs[i] = o
 	}
 	return d, nil
 }
@@ -459,9 +504,7 @@ func packageKey(p pkg.Package) (string, error) {
 }
 
 // fillLocked matches every package of docs whose key is not cached, and every stale entry,
-// spread over the worker providers, and caches the results. Packages whose matcher output
-// depends on where they were found (see shareable) are marked local and matched again at every
-// replay.
+// spread over the worker providers, and caches the results. Callers hold fleetMu and h.
 func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fleetDoc) error {
 	f := m.fleetState()
 	type job struct {
@@ -473,20 +516,22 @@ func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fl
 	for k, e := range f.entries {
 		if e.stale {
 			want[k] = true
-			todo = append(todo, job{k, e.src})
+			p := e.src
+			p.ID = e.srcID
+			todo = append(todo, job{k, p})
 		}
 	}
 	for _, d := range docs {
 		for i := range d.pkgs {
-			p := &d.pkgs[i]
-			if p.key == "" || p.full == nil {
+			o := &d.pkgs[i]
+			if _, ok := f.entries[o.key]; ok || want[o.key] {
 				continue
 			}
-			if _, ok := f.entries[p.key]; ok || want[p.key] {
-				continue
+			if o.full == nil {
+				return errors.New("vulndb: internal error: no record for an uncached package")
 			}
-			want[p.key] = true
-			todo = append(todo, job{p.key, *p.full})
+			want[o.key] = true
+			todo = append(todo, job{o.key, stripped(*o.full)})
 		}
 	}
 	results := make([]*entry, len(todo))
@@ -531,62 +576,39 @@ func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fl
 	}
 	for i, j := range todo {
 		f.matched++
-		if results[i] == nil {
-			delete(f.entries, j.key)
-			continue
-		}
-		results[i].src = j.p
-		f.entries[j.key] = results[i]
-	}
-	// keep full records only for packages that cannot share results
-	for _, d := range d2s(f.docs, docs) {
-		for i := range d.pkgs {
-			p := &d.pkgs[i]
-			if p.key == "" {
-				continue
-			}
-			if _, ok := f.entries[p.key]; !ok {
-				if p.full == nil {
-					return errors.New("vulndb: internal error: cache entry lost for a remembered package")
-				}
-				p.key = "" // local: matched at every replay
-				continue
-			}
-			p.full = nil
-		}
+		e := results[i]
+		e.src = j.p
+		e.src.ID = ""
+		f.entries[j.key] = e
 	}
 	return nil
 }
 
-// d2s lists the documents of both maps (remembered and just decoded).
-func d2s(a, b map[string]*fleetDoc) []*fleetDoc {
-	out := make([]*fleetDoc, 0, len(a)+len(b))
-	for _, d := range a {
-		out = append(out, d)
-	}
-	for _, d := range b {
-		out = append(out, d)
-	}
-	return out
-}
-
-// matchOne runs grype's per-package step of VulnerabilityMatcher.searchDBForMatches. It
-// returns nil (not cacheable) when a matcher failed non-fatally or emitted an ignore filter
-// that refers to the package's locations, so replay matches that package in place like grype.
+// matchOne runs grype's per-package step of VulnerabilityMatcher.searchDBForMatches. When a
+// matcher failed non-fatally or emitted an ignore filter that refers to where the package was
+// found, the result is local: replay matches each occurrence in place, as grype does.
 func matchOne(vp vulnerability.Provider, index map[syftPkg.Type][]match.Matcher, def match.Matcher, p pkg.Package) (*entry, error) {
 	matches, ignores, failed, err := searchPackage(vp, index, def, p)
 	if err != nil {
 		return nil, err
 	}
+	e := &entry{srcID: p.ID, names: searchNames(p)}
 	if failed || !shareable(ignores, p.ID) {
-		return nil, nil
+		e.local = true
+		return e, nil
 	}
-	e := &entry{srcID: p.ID, matches: matches, ignores: ignores, names: searchNames(p)}
-	seen := map[string]bool{}
+	for i := range matches {
+		matches[i].Package = pkg.Package{}
+	}
+	e.matches, e.ignores = matches, ignores
+	seen := map[uint64]bool{}
 	add := func(id string) {
-		if id != "" && !seen[id] {
-			seen[id] = true
-			e.vulnIDs = append(e.vulnIDs, id)
+		if id == "" {
+			return
+		}
+		if h := nameHash(strings.ToLower(id)); !seen[h] {
+			seen[h] = true
+			e.vulnIDs = append(e.vulnIDs, h)
 		}
 	}
 	for _, mm := range matches {
@@ -688,9 +710,13 @@ func (m *Manager) replay(h *handle, f *fleet, d *fleetDoc, st Status) (*MatchRes
 	var index map[syftPkg.Type][]match.Matcher
 	var def match.Matcher
 	for i := range d.pkgs {
-		sp := &d.pkgs[i]
-		real := sp.pkg()
-		if sp.key == "" {
+		o := &d.pkgs[i]
+		e := f.entries[o.key]
+		if e == nil {
+			return nil, errors.New("vulndb: internal error: cache entry lost for a remembered package")
+		}
+		real := o.pkgFor(e)
+		if e.local {
 			if index == nil {
 				index, def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
 			}
@@ -702,7 +728,6 @@ func (m *Manager) replay(h *handle, f *fleet, d *fleetDoc, st Status) (*MatchRes
 			ignores = append(ignores, igs...)
 			continue
 		}
-		e := f.entries[sp.key]
 		f.reused++
 		for _, mm := range e.matches {
 			mm.Package = real

@@ -255,3 +255,40 @@ func newLoadedManagerEmpty(t *testing.T, cfg Config) *Manager {
 	t.Cleanup(func() { _ = m.Close() })
 	return m
 }
+
+// A package whose matcher output cannot be shared (a matcher failed, or an ignore filter names
+// where the package was found) is matched in place at every replay, from the record the cache
+// keeps and the occurrence's own identity and owners. Grype's matchers rarely produce one, so
+// every entry is forced local here.
+func TestLocalEntriesMatchInPlace(t *testing.T) {
+	fl := newFleet(t)
+	m := newLoadedManagerEmpty(t, Config{MatchWorkers: 2})
+	importVulns(t, m, time.Now().Add(-3*time.Hour), fl.Vulns)
+	if _, err := m.MatchMany(context.Background(), fl.SBOMs); err != nil {
+		t.Fatal(err)
+	}
+	want := matchEach(t, m, fl.SBOMs)
+
+	h := m.acquire()
+	defer h.inflight.Done()
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	f := m.fleetState()
+	for _, e := range f.entries {
+		e.local, e.matches, e.ignores = true, nil, nil
+	}
+	got := map[string]*MatchResult{}
+	for k, d := range f.docs {
+		for i := range d.pkgs {
+			if d.pkgs[i].full != nil {
+				t.Fatalf("%s: a decoded record outlived its first match", k)
+			}
+		}
+		res, err := m.replay(h, f, d, m.statusOf(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[k] = res
+	}
+	assertSameFindings(t, "local replay", got, want)
+}

@@ -115,7 +115,14 @@ type handle struct {
 	workerMu   sync.Mutex
 	workerDir  string                   // hard links of the database file, one per extra worker
 	workerProv []vulnerability.Provider // extra providers opened on workerDir
+
+	indexMu      sync.Mutex
+	index        *dbIndex // what the next database is diffed against (see dbindex.go)
+	indexStarted bool     // a background indexing was started
 }
+
+// dbFile is the path of the handle's vulnerability.db.
+func (h *handle) dbFile() string { return installation.Config{DBRootDir: h.root}.DBFilePath() }
 
 // release waits for matches using h to finish, then closes its database.
 func (h *handle) release() {
@@ -142,6 +149,9 @@ type Manager struct {
 
 	fleetMu sync.Mutex // guards fl
 	fl      *fleet
+
+	bgCtx    context.Context // background work (database indexing); cancelled by Close
+	bgCancel context.CancelFunc
 }
 
 // New validates cfg and returns a Manager with no database loaded; call Load, Import, ImportOCI
@@ -193,7 +203,8 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vulndb: create distribution client: %w", err)
 	}
-	return &Manager{cfg: cfg, distCfg: dc, client: client, subs: map[uint64]chan Status{}}, nil
+	bg, cancel := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, distCfg: dc, client: client, subs: map[uint64]chan Status{}, bgCtx: bg, bgCancel: cancel}, nil
 }
 
 // Load opens the installed database (the active generation, or a plain grype cache directory
@@ -435,6 +446,7 @@ func (m *Manager) notify(s Status) {
 // Close releases the active database after in-flight matches finish and closes all
 // subscriptions. Installed files stay on disk for the next Load.
 func (m *Manager) Close() error {
+	m.bgCancel()
 	m.installMu.Lock()
 	defer m.installMu.Unlock()
 	m.mu.Lock()

@@ -88,8 +88,9 @@ func (h *handle) closeWorkers() {
 
 // prepareDiff records, for RematchChanged, what changed between the database the fleet cache
 // was computed against and the one about to be activated. It runs before activation because
-// activation deletes the previous generation's file. A failed diff only makes the next rematch
-// full.
+// activation deletes the previous generation's file. Each database is indexed once (see
+// dbindex.go), usually in the background while it is active, so this mostly costs the new
+// database's index. A failed diff only makes the next rematch full.
 func (m *Manager) prepareDiff(ctx context.Context, next *handle) {
 	m.fleetMu.Lock()
 	f := m.fl
@@ -105,31 +106,16 @@ func (m *Manager) prepareDiff(ctx context.Context, next *handle) {
 	}
 	var d *dbDiff
 	switch {
-	case cur.status.Checksum == from:
-		var err error
-		d, err = diffDatabases(ctx, installation.Config{DBRootDir: cur.root}.DBFilePath(), installation.Config{DBRootDir: next.root}.DBFilePath())
-		if err != nil {
-			d = &dbDiff{full: true, reason: scrub(err.Error())}
-		}
-	case pending != nil && pending.to == cur.status.Checksum && !pending.full:
-		// the fleet has not caught up with the active database yet: chain the diffs
-		d2, err := diffDatabases(ctx, installation.Config{DBRootDir: cur.root}.DBFilePath(), installation.Config{DBRootDir: next.root}.DBFilePath())
-		if err != nil || d2.full {
-			d = &dbDiff{full: true, reason: "chained database diff failed"}
-			break
-		}
-		d = &dbDiff{names: map[string]bool{}, vulns: map[string]bool{}}
-		for k := range pending.names {
-			d.names[k] = true
-		}
-		for k := range pending.vulns {
-			d.vulns[k] = true
-		}
-		for k := range d2.names {
-			d.names[k] = true
-		}
-		for k := range d2.vulns {
-			d.vulns[k] = true
+	case cur.status.Checksum == from, pending != nil && pending.to == cur.status.Checksum && !pending.full:
+		d = m.diffHandles(ctx, cur, next)
+		if from != cur.status.Checksum && !d.full {
+			// the fleet has not caught up with the active database yet: chain the diffs
+			for k := range pending.names {
+				d.names[k] = true
+			}
+			for k := range pending.vulns {
+				d.vulns[k] = true
+			}
 		}
 	default:
 		d = &dbDiff{full: true, reason: "the fleet cache predates the previous database"}
@@ -138,4 +124,53 @@ func (m *Manager) prepareDiff(ctx context.Context, next *handle) {
 	m.fleetMu.Lock()
 	m.fl.pending = d
 	m.fleetMu.Unlock()
+}
+
+func (m *Manager) diffHandles(ctx context.Context, cur, next *handle) *dbDiff {
+	a, err := cur.indexOf(ctx)
+	if err != nil {
+		return &dbDiff{full: true, reason: scrub(err.Error())}
+	}
+	b, err := next.indexOf(ctx)
+	if err != nil {
+		return &dbDiff{full: true, reason: scrub(err.Error())}
+	}
+	return diffIndexes(a, b)
+}
+
+// indexSoon indexes the active database h in the background once, so that the next update
+// only has to index the new one. It holds h like a match, so h stays open until it is done.
+func (m *Manager) indexSoon(h *handle) {
+	h.indexMu.Lock()
+	started := h.indexStarted || h.index != nil
+	h.indexStarted = true
+	h.indexMu.Unlock()
+	if started {
+		return
+	}
+	m.mu.RLock()
+	if m.cur != h {
+		m.mu.RUnlock()
+		return
+	}
+	h.inflight.Add(1)
+	m.mu.RUnlock()
+	go func() {
+		defer h.inflight.Done()
+		// an error here is retried, and reported, by the diff that needs the index
+		_, _ = h.indexOf(m.bgCtx)
+	}()
+}
+
+// WaitIndexed makes sure the active database has been indexed for the next update's diff,
+// indexing it now when the background indexing has not finished. The manager never needs to
+// call it; benchmarks and tools call it to keep that one-off cost out of an update's timing.
+func (m *Manager) WaitIndexed(ctx context.Context) error {
+	h := m.acquire()
+	if h == nil {
+		return fmt.Errorf("%w: load or import one first", ErrNoDB)
+	}
+	defer h.inflight.Done()
+	_, err := h.indexOf(ctx)
+	return err
 }
