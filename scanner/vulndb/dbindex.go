@@ -283,10 +283,10 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 		return fmt.Errorf("vulnerability_handles: %w", err)
 	}
 	var (
-		id                              int64
-		name, provider                  string
-		status, pub, mod, withdrawn     sql.RawBytes
-		blob                            sql.NullInt64
+		id                          int64
+		name, provider              string
+		status, pub, mod, withdrawn sql.RawBytes
+		blob                        sql.NullInt64
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &name, &provider, &status, &pub, &mod, &withdrawn, &blob); err != nil {

@@ -340,4 +340,3 @@ func sqlDiff(ctx context.Context, oldPath, newPath string) (*sqlDiffResult, erro
 	}
 	return d, nil
 }
-
