@@ -18,6 +18,11 @@ import (
 
 func TestIndexDiffEqualsSQLDiff(t *testing.T) {
 	fl := newFleet(t)
+	// NVD-style records keyed by CPE, so the CPE tables are diffed too
+	for i := range 40 {
+		fl.Vulns = append(fl.Vulns, dbtest.Vuln{ID: fmt.Sprintf("CVE-2031-%04d", i), Ecosystem: dbtest.EcosystemCPE,
+			Vendor: fmt.Sprintf("vendor%d", i%5), Package: fmt.Sprintf("product_%d", i%13), Constraint: "< 2.0", FixedVersion: "2.0", Severity: "High"})
+	}
 	dir := t.TempDir()
 	built := time.Now().Add(-3 * time.Hour)
 	a, err := dbtest.Build(filepath.Join(dir, "a"), built, fl.Vulns)
@@ -25,6 +30,13 @@ func TestIndexDiffEqualsSQLDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	updated, touched := dbtest.MutateFleet(fl.Vulns, 0.05, 3)
+	// and a change only a row's blob shows: a CPE record's fix moves
+	for i := range updated {
+		if updated[i].ID == "CVE-2031-0007" {
+			updated[i].Constraint, updated[i].FixedVersion = "< 2.5", "2.5"
+			touched = append(touched, updated[i].Package)
+		}
+	}
 	b, err := dbtest.Build(filepath.Join(dir, "b"), built.Add(time.Hour), updated)
 	if err != nil {
 		t.Fatal(err)

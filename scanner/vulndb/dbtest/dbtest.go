@@ -37,6 +37,9 @@ const (
 	EcosystemGo = "go-module"
 	// EcosystemNPM is an npm package (syft type "npm").
 	EcosystemNPM = "npm"
+	// EcosystemCPE is an NVD record keyed by CPE (provider "nvd"): Package is the CPE product
+	// and Vendor its vendor. Grype's stock matcher finds it through a package's CPEs.
+	EcosystemCPE = "cpe"
 )
 
 // Vuln describes one vulnerability record and one package it affects. Several Vulns with the
@@ -67,6 +70,8 @@ type Vuln struct {
 	Provider string
 	// Description is free text stored with the vulnerability.
 	Description string
+	// Vendor is the CPE vendor of an EcosystemCPE record; empty means "*".
+	Vendor string
 }
 
 // ecosystemInfo holds the values grype's own transformers write for each supported ecosystem.
@@ -84,6 +89,7 @@ var ecosystems = map[string]ecosystemInfo{
 	EcosystemAPK: {versionType: "apk", provider: "alpine", scheme: v6.SeveritySchemeCHMLN, defaultDistro: "alpine:3.19"},
 	EcosystemGo:  {versionType: "go", provider: "github", scheme: v6.SeveritySchemeCHML},
 	EcosystemNPM: {versionType: "npm", provider: "github", scheme: v6.SeveritySchemeCHML},
+	EcosystemCPE: {versionType: "unknown", provider: "nvd", scheme: v6.SeveritySchemeCHML},
 }
 
 // debianCodenames mirrors the codename column the public database carries for Debian rows.
@@ -165,13 +171,31 @@ func write(w v6.ReadWriter, built time.Time, vulns []Vuln) error {
 			handles[k] = h
 		}
 
-		osRow, err := operatingSystem(v, info)
-		if err != nil {
-			return err
-		}
 		cves := v.Aliases
 		if strings.HasPrefix(strings.ToUpper(v.ID), "CVE-") {
 			cves = append([]string{v.ID}, v.Aliases...)
+		}
+		if v.Ecosystem == EcosystemCPE {
+			vendor := v.Vendor
+			if vendor == "" {
+				vendor = "*"
+			}
+			ach := &v6.AffectedCPEHandle{
+				VulnerabilityID: h.ID,
+				CPE:             &v6.Cpe{Part: "a", Vendor: vendor, Product: v.Package},
+				BlobValue: &v6.PackageBlob{
+					CVEs:   onlyCVEs(cves),
+					Ranges: []v6.Range{{Version: v6.Version{Type: info.versionType, Constraint: v.Constraint}, Fix: fix(v)}},
+				},
+			}
+			if err := w.AddAffectedCPEs(ach); err != nil {
+				return fmt.Errorf("dbtest: add affected CPE %s for %s: %w", v.Package, v.ID, err)
+			}
+			continue
+		}
+		osRow, err := operatingSystem(v, info)
+		if err != nil {
+			return err
 		}
 		aph := &v6.AffectedPackageHandle{
 			VulnerabilityID: h.ID,
