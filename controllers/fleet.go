@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sort"
 
 	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
@@ -28,6 +29,9 @@ type FleetRematch struct {
 	// through Rematch; empty when the fleet was used.
 	Fallback string
 }
+
+// refreshBatch is how many SBOM documents a full refresh reads from the cache at a time.
+const refreshBatch = 16
 
 // fleetKey names an SBOM in the fleet: the image digest and the SBOM document's digest, so the
 // two SBOMs a digest can have (attested in one repository, generated in another) never share
@@ -132,23 +136,36 @@ func (e *Engine) RematchFleet(ctx context.Context, all bool) FleetRematch {
 	e.opts.DB.Forget(gone...)
 
 	if refreshAll {
-		docs := map[string][]byte{}
-		for fk, ents := range byKey {
-			if d := e.sbomDocument(ents[0].sbom); d != nil && d.Digest == ents[0].sbom.Digest {
-				docs[fk] = d.Document
+		// SBOMs are read from the cache a batch at a time, so a large fleet's documents are
+		// never all in memory at once.
+		fks := make([]string, 0, len(byKey))
+		for fk := range byKey {
+			fks = append(fks, fk)
+		}
+		sort.Strings(fks)
+		changed = map[string]*vulndb.MatchResult{}
+		for len(fks) > 0 {
+			n := min(len(fks), refreshBatch)
+			docs := map[string][]byte{}
+			for _, fk := range fks[:n] {
+				ents := byKey[fk]
+				if d := e.sbomDocument(ents[0].sbom); d != nil && d.Digest == ents[0].sbom.Digest {
+					docs[fk] = d.Document
+				}
+			}
+			fks = fks[n:]
+			// Documents that fail here are left out of the result and so matched one by one below.
+			res, err := e.opts.DB.MatchMany(ctx, docs)
+			if res == nil && err != nil {
+				return e.rematchFallback(ctx, err)
+			}
+			for fk, r := range res {
+				if r.DB.Checksum != e.fleetAt {
+					e.fleetLost = true // the DB changed again meanwhile: its notification refreshes
+				}
+				changed[fk] = r
 			}
 		}
-		// Documents that fail here are left out of the result and so matched one by one below.
-		res, err := e.opts.DB.MatchMany(ctx, docs)
-		if res == nil && err != nil {
-			return e.rematchFallback(ctx, err)
-		}
-		for _, r := range res {
-			if r.DB.Checksum != e.fleetAt {
-				e.fleetLost = true // the DB changed again meanwhile: its notification refreshes
-			}
-		}
-		changed = res
 	}
 
 	e.mu.Lock()
