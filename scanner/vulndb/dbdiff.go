@@ -36,9 +36,10 @@ func (e *entry) touchedBy(d *dbDiff) bool {
 // normName folds the spellings grype treats as one name (case, and the separators Python
 // and other ecosystems normalise) so that invalidation errs on the side of rematching.
 func normName(s string) string {
-	s = strings.ToLower(strings.TrimSpace(s))
-	return strings.NewReplacer("_", "-", ".", "-").Replace(s)
+	return nameSeparators.Replace(strings.ToLower(strings.TrimSpace(s)))
 }
+
+var nameSeparators = strings.NewReplacer("_", "-", ".", "-")
 
 // searchNames lists (as nameHash) the normalised names a matcher can look a package up by: its
 // own name, its upstream (source/origin) names and the products of its CPEs.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sync/errgroup"
@@ -125,38 +126,43 @@ func indexDatabase(ctx context.Context, path string) (*dbIndex, error) {
 	// vulnerability rows, now that blob contents are known
 	rh := newRowHasher()
 	for _, v := range ids.vulnRows {
-		h := rh.begin("v").u64(v.partial).u64(blobs.get(v.blob)).sum()
+		h := rh.begin("v").u64(v.partial).u64(blobs.hash(v.blob)).sum()
 		ix.vulns[v.key] += h
 	}
 	ids.vulnRows = nil
 
-	// second pass, two readers: the handle tables, each into an index of its own, summed
+	// second pass: the handle tables, cut into ID ranges that two readers take in turn, each
+	// into an index of its own, summed after
+	jobs, err := handleJobs(ctx, db, ix.schema)
+	if err != nil {
+		return nil, fmt.Errorf("vulndb: index: %w", err)
+	}
 	parts := []*dbIndex{{names: map[uint64]uint64{}}, {names: map[uint64]uint64{}}}
+	var next atomic.Int64
 	g, gctx = errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if _, ok := ix.schema["affected_package_handles"]; ok {
-			return ids.packageHandles(gctx, db, "affected_package_handles", &blobs, parts[0].names)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if _, ok := ix.schema["unaffected_package_handles"]; ok {
-			if err := ids.packageHandles(gctx, db, "unaffected_package_handles", &blobs, parts[1].names); err != nil {
-				return err
-			}
-		}
-		for _, t := range []string{"affected_cpe_handles", "unaffected_cpe_handles"} {
-			if _, ok := ix.schema[t]; ok {
-				if err := ids.cpeHandles(gctx, db, t, &blobs, parts[1].names); err != nil {
+	for _, part := range parts {
+		g.Go(func() error {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return nil
+				}
+				j := jobs[i]
+				var err error
+				switch j.kind {
+				case jobPackageHandles:
+					err = ids.packageHandles(gctx, db, j, &blobs, part.names)
+				case jobCPEHandles:
+					err = ids.cpeHandles(gctx, db, j, &blobs, part.names)
+				default:
+					err = ids.packageCPEs(gctx, db, part.names)
+				}
+				if err != nil {
 					return err
 				}
 			}
-		}
-		if _, ok := ix.schema["package_cpes"]; ok {
-			return ids.packageCPEs(gctx, db, parts[1].names)
-		}
-		return nil
-	})
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("vulndb: index: %w", err)
 	}
@@ -166,6 +172,49 @@ func indexDatabase(ctx context.Context, path string) (*dbIndex, error) {
 		}
 	}
 	return ix, nil
+}
+
+const (
+	jobPackageHandles = iota
+	jobCPEHandles
+	jobPackageCPEs
+)
+
+// handleJob is one ID range [lo, hi) of a handle table.
+type handleJob struct {
+	kind   int
+	table  string
+	lo, hi int64
+}
+
+// handleJobSize is the ID range of one job: small enough for two readers to finish together,
+// large enough that starting a query is noise.
+const handleJobSize = 1 << 17
+
+func handleJobs(ctx context.Context, db *sql.DB, schema map[string]string) ([]handleJob, error) {
+	var jobs []handleJob
+	for _, t := range []struct {
+		table string
+		kind  int
+	}{
+		{"affected_package_handles", jobPackageHandles}, {"unaffected_package_handles", jobPackageHandles},
+		{"affected_cpe_handles", jobCPEHandles}, {"unaffected_cpe_handles", jobCPEHandles},
+	} {
+		if _, ok := schema[t.table]; !ok {
+			continue
+		}
+		var lo, hi int64
+		if err := db.QueryRowContext(ctx, `SELECT ifnull(min(id), 0), ifnull(max(id), -1) FROM `+t.table).Scan(&lo, &hi); err != nil {
+			return nil, fmt.Errorf("%s: %w", t.table, err)
+		}
+		for start := lo; start <= hi; start += handleJobSize {
+			jobs = append(jobs, handleJob{kind: t.kind, table: t.table, lo: start, hi: min(start+handleJobSize, hi+1)})
+		}
+	}
+	if _, ok := schema["package_cpes"]; ok {
+		jobs = append(jobs, handleJob{kind: jobPackageCPEs, table: "package_cpes"})
+	}
+	return jobs, nil
 }
 
 func readSchema(ctx context.Context, db *sql.DB) (map[string]string, error) {
@@ -187,67 +236,82 @@ func readSchema(ctx context.Context, db *sql.DB) (map[string]string, error) {
 	return out, rows.Err()
 }
 
-// blobHashes maps blob row IDs to the hash of their contents.
-type blobHashes struct {
-	dense  []uint64
-	sparse map[int64]uint64
+// idMap maps a table's row IDs to values: a slice when the IDs are dense (grype's writer
+// numbers rows from 1), a map otherwise. A missing ID reads as the zero value.
+type idMap[T any] struct {
+	dense  []T
+	sparse map[int64]T
 }
 
-func (b *blobHashes) read(ctx context.Context, db *sql.DB) error {
+// newIDMap sizes an idMap for the table's ID range and row count.
+func newIDMap[T any](ctx context.Context, db *sql.DB, table string) (idMap[T], error) {
 	var maxID, n int64
-	if err := db.QueryRowContext(ctx, `SELECT ifnull(max(id), 0), count(*) FROM blobs`).Scan(&maxID, &n); err != nil {
-		return fmt.Errorf("blobs: %w", err)
+	if err := db.QueryRowContext(ctx, `SELECT ifnull(max(id), 0), count(*) FROM `+table).Scan(&maxID, &n); err != nil {
+		return idMap[T]{}, fmt.Errorf("%s: %w", table, err)
 	}
 	if maxID >= 0 && maxID <= 2*n+1024 {
-		b.dense = make([]uint64, maxID+1)
-	} else {
-		b.sparse = make(map[int64]uint64, n)
+		return idMap[T]{dense: make([]T, maxID+1)}, nil
+	}
+	return idMap[T]{sparse: make(map[int64]T, n)}, nil
+}
+
+func (m *idMap[T]) set(id int64, v T) {
+	if id >= 0 && id < int64(len(m.dense)) {
+		m.dense[id] = v
+		return
+	}
+	if m.sparse == nil {
+		m.sparse = map[int64]T{}
+	}
+	m.sparse[id] = v
+}
+
+func (m *idMap[T]) get(id int64) T {
+	if id >= 0 && id < int64(len(m.dense)) {
+		return m.dense[id]
+	}
+	return m.sparse[id]
+}
+
+// blobHashes maps blob row IDs to the hash of their contents.
+type blobHashes struct{ idMap[uint64] }
+
+func (b *blobHashes) read(ctx context.Context, db *sql.DB) error {
+	var err error
+	if b.idMap, err = newIDMap[uint64](ctx, db, "blobs"); err != nil {
+		return err
 	}
 	rows, err := db.QueryContext(ctx, `SELECT id, value FROM blobs`)
 	if err != nil {
 		return fmt.Errorf("blobs: %w", err)
 	}
-	defer rows.Close()
 	var id int64
 	var v sql.RawBytes
 	for rows.Next() {
 		if err := rows.Scan(&id, &v); err != nil {
+			rows.Close()
 			return fmt.Errorf("blobs: %w", err)
 		}
-		h := xxhash.Sum64(v)
-		if b.dense != nil && id >= 0 && id < int64(len(b.dense)) {
-			b.dense[id] = h
-			continue
-		}
-		if b.sparse == nil {
-			b.sparse = map[int64]uint64{}
-		}
-		b.sparse[id] = h
+		b.set(id, xxhash.Sum64(v)|1) // never 0, which stands for a missing blob
 	}
-	return rows.Err()
+	return closeRows(rows, "blobs")
 }
 
-// get returns the hash of a blob; a missing or NULL blob hashes to a constant.
-func (b *blobHashes) get(id sql.NullInt64) uint64 {
+// hash returns the hash of a blob: 0 when no such blob exists, a constant for NULL.
+func (b *blobHashes) hash(id sql.NullInt64) uint64 {
 	if !id.Valid {
-		return 1
+		return 2
 	}
-	if id.Int64 >= 0 && id.Int64 < int64(len(b.dense)) && b.dense[id.Int64] != 0 {
-		return b.dense[id.Int64]
-	}
-	if h, ok := b.sparse[id.Int64]; ok {
-		return h
-	}
-	return 2
+	return b.get(id.Int64)
 }
 
 // idTables holds what the handle tables reference by row ID, reduced to hashes and names.
 type idTables struct {
-	vulns    map[int64]uint64 // vulnerability_handles.id → hash of (name, provider)
+	vulns    idMap[uint64] // vulnerability_handles.id → hash of (name, provider)
 	vulnRows []vulnRow
-	pkgs     map[int64]pkgRef
-	cpes     map[int64]cpeRef
-	oses     map[int64]osRef
+	pkgs     idMap[pkgRef]
+	cpes     idMap[cpeRef]
+	oses     idMap[osRef]
 }
 
 type vulnRow struct {
@@ -276,7 +340,10 @@ type osRef struct {
 func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 	rh := newRowHasher()
 	// vulnerability records
-	t.vulns = map[int64]uint64{}
+	var err error
+	if t.vulns, err = newIDMap[uint64](ctx, db, "vulnerability_handles"); err != nil {
+		return err
+	}
 	rows, err := db.QueryContext(ctx, `SELECT id, name, provider_id, status, CAST(published_date AS TEXT), CAST(modified_date AS TEXT),
 		CAST(withdrawn_date AS TEXT), blob_id FROM vulnerability_handles`)
 	if err != nil {
@@ -293,7 +360,7 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 			rows.Close()
 			return fmt.Errorf("vulnerability_handles: %w", err)
 		}
-		t.vulns[id] = rh.begin("vp").str(name).str(provider).sum()
+		t.vulns.set(id, rh.begin("vp").str(name).str(provider).sum())
 		t.vulnRows = append(t.vulnRows, vulnRow{
 			key:     nameHash(strings.ToLower(name)),
 			partial: rh.begin("vr").str(name).str(provider).bytes(status).bytes(pub).bytes(mod).bytes(withdrawn).sum(),
@@ -324,7 +391,9 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 	}
 
 	// packages
-	t.pkgs = map[int64]pkgRef{}
+	if t.pkgs, err = newIDMap[pkgRef](ctx, db, "packages"); err != nil {
+		return err
+	}
 	rows, err = db.QueryContext(ctx, `SELECT id, ecosystem, name FROM packages`)
 	if err != nil {
 		return fmt.Errorf("packages: %w", err)
@@ -335,14 +404,16 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 			rows.Close()
 			return fmt.Errorf("packages: %w", err)
 		}
-		t.pkgs[id] = pkgRef{name: name, hash: rh.begin("p").bytes(eco).str(name).sum(), keys: hashForms(name)}
+		t.pkgs.set(id, pkgRef{name: name, hash: rh.begin("p").bytes(eco).str(name).sum(), keys: hashForms(name)})
 	}
 	if err := closeRows(rows, "packages"); err != nil {
 		return err
 	}
 
 	// CPEs
-	t.cpes = map[int64]cpeRef{}
+	if t.cpes, err = newIDMap[cpeRef](ctx, db, "cpes"); err != nil {
+		return err
+	}
 	rows, err = db.QueryContext(ctx, `SELECT id, part, vendor, product, edition, language, software_edition, target_hardware, target_software, other FROM cpes`)
 	if err != nil {
 		return fmt.Errorf("cpes: %w", err)
@@ -362,15 +433,17 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 			r.bytes(b)
 		}
 		product := string(f[2])
-		t.cpes[id] = cpeRef{product: product, hash: r.sum(), keys: hashForms(product)}
+		t.cpes.set(id, cpeRef{product: product, hash: r.sum(), keys: hashForms(product)})
 	}
 	if err := closeRows(rows, "cpes"); err != nil {
 		return err
 	}
 
 	// operating systems (also hashed whole below: any change there makes the diff full)
-	t.oses = map[int64]osRef{}
 	if _, ok := ix.schema["operating_systems"]; ok {
+		if t.oses, err = newIDMap[osRef](ctx, db, "operating_systems"); err != nil {
+			return err
+		}
 		rows, err = db.QueryContext(ctx, `SELECT id, name, release_id, major_version, minor_version, label_version, channel, codename FROM operating_systems`)
 		if err != nil {
 			return fmt.Errorf("operating_systems: %w", err)
@@ -389,7 +462,7 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 			for _, b := range f {
 				r.bytes(b)
 			}
-			t.oses[id] = osRef{major: string(f[2]), hash: r.sum()}
+			t.oses.set(id, osRef{major: string(f[2]), hash: r.sum()})
 		}
 		if err := closeRows(rows, "operating_systems"); err != nil {
 			return err
@@ -457,8 +530,9 @@ func tableHash(ctx context.Context, db *sql.DB, table string) (uint64, error) {
 	return sum, closeRows(rows, table)
 }
 
-func (t *idTables) packageHandles(ctx context.Context, db *sql.DB, table string, blobs *blobHashes, names map[uint64]uint64) error {
-	rows, err := db.QueryContext(ctx, `SELECT vulnerability_id, operating_system_id, package_id, blob_id FROM `+table)
+func (t *idTables) packageHandles(ctx context.Context, db *sql.DB, j handleJob, blobs *blobHashes, names map[uint64]uint64) error {
+	table := j.table
+	rows, err := db.QueryContext(ctx, `SELECT vulnerability_id, operating_system_id, package_id, blob_id FROM `+table+` WHERE id >= ? AND id < ?`, j.lo, j.hi)
 	if err != nil {
 		return fmt.Errorf("%s: %w", table, err)
 	}
@@ -474,11 +548,11 @@ func (t *idTables) packageHandles(ctx context.Context, db *sql.DB, table string,
 			rows.Close()
 			return fmt.Errorf("%s: %w", table, err)
 		}
-		p, os := t.pkgs[pid], osRef{}
+		p, os := t.pkgs.get(pid), osRef{}
 		if osID.Valid {
-			os = t.oses[osID.Int64]
+			os = t.oses.get(osID.Int64)
 		}
-		h := rh.begin(table).u64(p.hash).u64(t.vulns[vid]).u64(boolU64(osID.Valid)).u64(os.hash).u64(blobs.get(blob)).sum()
+		h := rh.begin(table).u64(p.hash).u64(t.vulns.get(vid)).u64(boolU64(osID.Valid)).u64(os.hash).u64(blobs.hash(blob)).sum()
 		if os.major == "" {
 			// not a distro row: keyed by the package name
 			for _, k := range p.keys {
@@ -497,8 +571,9 @@ func (t *idTables) packageHandles(ctx context.Context, db *sql.DB, table string,
 	return closeRows(rows, table)
 }
 
-func (t *idTables) cpeHandles(ctx context.Context, db *sql.DB, table string, blobs *blobHashes, names map[uint64]uint64) error {
-	rows, err := db.QueryContext(ctx, `SELECT vulnerability_id, cpe_id, blob_id FROM `+table)
+func (t *idTables) cpeHandles(ctx context.Context, db *sql.DB, j handleJob, blobs *blobHashes, names map[uint64]uint64) error {
+	table := j.table
+	rows, err := db.QueryContext(ctx, `SELECT vulnerability_id, cpe_id, blob_id FROM `+table+` WHERE id >= ? AND id < ?`, j.lo, j.hi)
 	if err != nil {
 		return fmt.Errorf("%s: %w", table, err)
 	}
@@ -512,8 +587,8 @@ func (t *idTables) cpeHandles(ctx context.Context, db *sql.DB, table string, blo
 			rows.Close()
 			return fmt.Errorf("%s: %w", table, err)
 		}
-		c := t.cpes[cid]
-		h := rh.begin(table).u64(c.hash).u64(t.vulns[vid]).u64(blobs.get(blob)).sum()
+		c := t.cpes.get(cid)
+		h := rh.begin(table).u64(c.hash).u64(t.vulns.get(vid)).u64(blobs.hash(blob)).sum()
 		for _, k := range c.keys {
 			names[k] += h
 		}
@@ -534,7 +609,7 @@ func (t *idTables) packageCPEs(ctx context.Context, db *sql.DB, names map[uint64
 			rows.Close()
 			return fmt.Errorf("package_cpes: %w", err)
 		}
-		p, c := t.pkgs[pid], t.cpes[cid]
+		p, c := t.pkgs.get(pid), t.cpes.get(cid)
 		h := rh.begin("pc").u64(p.hash).u64(c.hash).sum()
 		for _, k := range p.keys {
 			names[k] += h
@@ -599,17 +674,36 @@ func symdiffSums(a, b map[uint64]uint64, out map[uint64]bool) {
 	}
 }
 
-// indexOf returns the handle's index, computing it once.
+// indexOf returns the handle's index, computing it once: concurrent callers wait for the
+// indexing under way instead of starting their own, and a failed one is retried by the next.
 func (h *handle) indexOf(ctx context.Context) (*dbIndex, error) {
-	h.indexMu.Lock()
-	defer h.indexMu.Unlock()
-	if h.index != nil {
-		return h.index, nil
+	for {
+		h.indexMu.Lock()
+		if h.index != nil {
+			h.indexMu.Unlock()
+			return h.index, nil
+		}
+		if wait := h.indexing; wait != nil {
+			h.indexMu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		h.indexing = done
+		h.indexMu.Unlock()
+
+		ix, err := indexDatabase(ctx, h.dbFile())
+		h.indexMu.Lock()
+		if err == nil {
+			h.index = ix
+		}
+		h.indexing = nil
+		close(done)
+		h.indexMu.Unlock()
+		return ix, err
 	}
-	ix, err := indexDatabase(ctx, h.dbFile())
-	if err != nil {
-		return nil, err
-	}
-	h.index = ix
-	return ix, nil
 }

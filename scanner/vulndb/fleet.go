@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anchore/grype/grype/match"
@@ -230,18 +232,20 @@ func (m *Manager) matchDecoded(ctx context.Context, h *handle, st Status, decode
 		}
 		return err
 	}
-	for k, d := range decoded {
-		res, err := m.replay(h, f, d, st)
-		if err != nil {
+	results, err := m.replayAll(h, f, decoded, st)
+	if err != nil {
+		for k := range decoded {
 			delete(f.docs, k)
-			return err
 		}
+		return err
+	}
+	for k, d := range decoded {
 		// the decoded records were needed for this first match only
 		for i := range d.pkgs {
 			d.pkgs[i].full = nil
 		}
-		d.result = res
-		out[k] = res
+		d.result = results[k]
+		out[k] = results[k]
 	}
 	return nil
 }
@@ -311,19 +315,21 @@ func (m *Manager) rematchLocked(ctx context.Context, h *handle, full bool) (map[
 	case f.pending.full:
 		full, info.Full, info.Reason = true, true, f.pending.reason
 	}
-	if full {
-		// entries no remembered document uses any more go; the others are rematched
-		used := map[string]bool{}
-		for _, d := range f.docs {
-			for i := range d.pkgs {
-				used[d.pkgs[i].key] = true
-			}
+	// entries no remembered document uses any more (their images are gone) are dropped rather
+	// than rematched, so the cache follows the fleet
+	used := make(map[string]bool, len(f.entries))
+	for _, d := range f.docs {
+		for i := range d.pkgs {
+			used[d.pkgs[i].key] = true
 		}
-		for k, e := range f.entries {
-			if !used[k] {
-				delete(f.entries, k)
-				continue
-			}
+	}
+	for k := range f.entries {
+		if !used[k] {
+			delete(f.entries, k)
+		}
+	}
+	if full {
+		for _, e := range f.entries {
 			e.stale = true
 		}
 		info.Invalidated = len(f.entries)
@@ -359,11 +365,12 @@ func (m *Manager) rematchLocked(ctx context.Context, h *handle, full bool) (map[
 	}
 	st := m.statusOf(h)
 	changed := map[string]*MatchResult{}
+	results, err := m.replayAll(h, f, affected, st)
+	if err != nil {
+		return nil, err
+	}
 	for k, d := range affected {
-		res, err := m.replay(h, f, d, st)
-		if err != nil {
-			return nil, err
-		}
+		res := results[k]
 		if d.result == nil || !sameFindings(d.result.Findings, res.Findings) {
 			changed[k] = res
 		}
@@ -701,34 +708,87 @@ func shareable(ignores []match.IgnoreFilter, src pkg.ID) bool {
 	return true
 }
 
+// replayAll replays docs spread over the worker providers (results are independent per SBOM).
+// Callers hold fleetMu and h.
+func (m *Manager) replayAll(h *handle, f *fleet, docs map[string]*fleetDoc, st Status) (map[string]*MatchResult, error) {
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	results := make([]*MatchResult, len(keys))
+	var (
+		next, reused atomic.Int64
+		mu           sync.Mutex
+		firstErr     error
+		wg           sync.WaitGroup
+	)
+	for _, vp := range h.providers(min(m.workers(), max(len(keys), 1))) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(keys) {
+					return
+				}
+				res, n, err := replay(vp, f, docs[keys[i]], st)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				reused.Add(int64(n))
+				results[i] = res
+			}
+		})
+	}
+	wg.Wait()
+	f.reused += reused.Load()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	out := make(map[string]*MatchResult, len(keys))
+	for i, k := range keys {
+		out[k] = results[i]
+	}
+	return out, nil
+}
+
 // replay rebuilds one SBOM's result from cached entries, running grype's cross-package steps
 // (ignore filters, de-duplication, ignore rules) exactly as VulnerabilityMatcher does. Local
-// packages are matched here. Callers hold fleetMu and h.
-func (m *Manager) replay(h *handle, f *fleet, d *fleetDoc, st Status) (*MatchResult, error) {
+// packages are matched here, on vp. It reports how many occurrences were served from the
+// cache. It only reads f, so SBOMs can be replayed in parallel.
+func replay(vp vulnerability.Provider, f *fleet, d *fleetDoc, st Status) (*MatchResult, int, error) {
 	var all []match.Match
 	var ignores []match.IgnoreFilter
 	var index map[syftPkg.Type][]match.Matcher
 	var def match.Matcher
+	reused := 0
 	for i := range d.pkgs {
 		o := &d.pkgs[i]
 		e := f.entries[o.key]
 		if e == nil {
-			return nil, errors.New("vulndb: internal error: cache entry lost for a remembered package")
+			return nil, 0, errors.New("vulndb: internal error: cache entry lost for a remembered package")
 		}
-		real := o.pkgFor(e)
 		if e.local {
 			if index == nil {
 				index, def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
 			}
-			ms, igs, _, err := searchPackage(h.provider, index, def, real)
+			ms, igs, _, err := searchPackage(vp, index, def, o.pkgFor(e))
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			all = append(all, ms...)
 			ignores = append(ignores, igs...)
 			continue
 		}
-		f.reused++
+		reused++
+		if len(e.matches) == 0 && len(e.ignores) == 0 {
+			continue // most packages: nothing to rebuild
+		}
+		real := o.pkgFor(e)
 		for _, mm := range e.matches {
 			mm.Package = real
 			all = append(all, mm)
@@ -746,10 +806,10 @@ func (m *Manager) replay(h *handle, f *fleet, d *fleetDoc, st Status) (*MatchRes
 	res, _ = match.ApplyIgnoreRules(res, defaultIgnoreRules)
 	var findings []Finding
 	for _, mm := range res.Sorted() {
-		findings = append(findings, toFinding(h.provider, mm))
+		findings = append(findings, toFinding(vp, mm))
 	}
 	SortFindings(findings)
-	return &MatchResult{Findings: findings, Packages: len(d.pkgs), DB: st}, nil
+	return &MatchResult{Findings: findings, Packages: len(d.pkgs), DB: st}, reused, nil
 }
 
 // ignoreIndex mirrors grype's unexported ignoreRulesByIndex/ignoredMatchFilter, so a replayed
@@ -827,15 +887,10 @@ func (m *Manager) workers() int {
 
 // sameFindings compares two sorted finding lists field by field.
 func sameFindings(a, b []Finding) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, _ := json.Marshal(a[i])
-		y, _ := json.Marshal(b[i])
-		if !bytes.Equal(x, y) {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, func(x, y Finding) bool {
+		return x.ID == y.ID && x.Package == y.Package && x.Version == y.Version && x.Type == y.Type && x.PURL == y.PURL &&
+			x.FixState == y.FixState && x.Severity == y.Severity && x.Namespace == y.Namespace &&
+			slices.Equal(x.Aliases, y.Aliases) && slices.Equal(x.FixedVersions, y.FixedVersions) &&
+			slices.Equal(x.Matchers, y.Matchers) && slices.Equal(x.MatchTypes, y.MatchTypes)
+	})
 }

@@ -284,11 +284,40 @@ func TestLocalEntriesMatchInPlace(t *testing.T) {
 				t.Fatalf("%s: a decoded record outlived its first match", k)
 			}
 		}
-		res, err := m.replay(h, f, d, m.statusOf(h))
+		res, _, err := replay(h.provider, f, d, m.statusOf(h))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got[k] = res
 	}
 	assertSameFindings(t, "local replay", got, want)
+}
+
+// sameFindings decides which reports are rewritten after a rematch: a difference in any field
+// of Finding, including one added later, must count.
+func TestSameFindingsSeesEveryField(t *testing.T) {
+	base := Finding{ID: "CVE-1", Aliases: []string{"GHSA-1"}, Package: "p", Version: "1", Type: "deb", PURL: "pkg:deb/p@1",
+		FixedVersions: []string{"2"}, FixState: "fixed", Severity: "High", Namespace: "debian", Matchers: []string{"dpkg"}, MatchTypes: []string{"exact-direct"}}
+	if !sameFindings([]Finding{base}, []Finding{base}) {
+		t.Fatal("a finding differs from itself")
+	}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		other := base
+		v := reflect.ValueOf(&other).Elem().Field(i)
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Slice:
+			v.Set(reflect.Append(reflect.MakeSlice(v.Type(), 0, 1), reflect.ValueOf("x")))
+		default:
+			t.Fatalf("field %s has kind %s: teach sameFindings and this test about it", typ.Field(i).Name, v.Kind())
+		}
+		if sameFindings([]Finding{base}, []Finding{other}) {
+			t.Errorf("a change of %s is not seen", typ.Field(i).Name)
+		}
+	}
+	if sameFindings([]Finding{base}, []Finding{base, base}) {
+		t.Error("lists of different length compare equal")
+	}
 }

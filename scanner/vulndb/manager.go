@@ -117,8 +117,9 @@ type handle struct {
 	workerProv []vulnerability.Provider // extra providers opened on workerDir
 
 	indexMu      sync.Mutex
-	index        *dbIndex // what the next database is diffed against (see dbindex.go)
-	indexStarted bool     // a background indexing was started
+	index        *dbIndex      // what the next database is diffed against (see dbindex.go)
+	indexing     chan struct{} // closed when the indexing under way ends; nil when none is
+	indexStarted bool          // indexSoon has started an indexing
 }
 
 // dbFile is the path of the handle's vulnerability.db.

@@ -142,7 +142,7 @@ func (m *Manager) diffHandles(ctx context.Context, cur, next *handle) *dbDiff {
 // only has to index the new one. It holds h like a match, so h stays open until it is done.
 func (m *Manager) indexSoon(h *handle) {
 	h.indexMu.Lock()
-	started := h.indexStarted || h.index != nil
+	started := h.indexStarted || h.index != nil || h.indexing != nil
 	h.indexStarted = true
 	h.indexMu.Unlock()
 	if started {
