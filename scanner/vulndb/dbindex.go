@@ -414,28 +414,12 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 	if t.cpes, err = newIDMap[cpeRef](ctx, db, "cpes"); err != nil {
 		return err
 	}
-	rows, err = db.QueryContext(ctx, `SELECT id, part, vendor, product, edition, language, software_edition, target_hardware, target_software, other FROM cpes`)
-	if err != nil {
-		return fmt.Errorf("cpes: %w", err)
-	}
-	f := make([]sql.RawBytes, 9)
-	dest := []any{&id}
-	for i := range f {
-		dest = append(dest, &f[i])
-	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			rows.Close()
-			return fmt.Errorf("cpes: %w", err)
-		}
-		r := rh.begin("c")
-		for _, b := range f {
-			r.bytes(b)
-		}
+	err = hashedRows(ctx, db, "cpes", "c", []string{"part", "vendor", "product", "edition", "language", "software_edition",
+		"target_hardware", "target_software", "other"}, func(id int64, h uint64, f []sql.RawBytes) {
 		product := string(f[2])
-		t.cpes.set(id, cpeRef{product: product, hash: r.sum(), keys: hashForms(product)})
-	}
-	if err := closeRows(rows, "cpes"); err != nil {
+		t.cpes.set(id, cpeRef{product: product, hash: h, keys: hashForms(product)})
+	})
+	if err != nil {
 		return err
 	}
 
@@ -444,27 +428,11 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 		if t.oses, err = newIDMap[osRef](ctx, db, "operating_systems"); err != nil {
 			return err
 		}
-		rows, err = db.QueryContext(ctx, `SELECT id, name, release_id, major_version, minor_version, label_version, channel, codename FROM operating_systems`)
+		err = hashedRows(ctx, db, "operating_systems", "o", []string{"name", "release_id", "major_version", "minor_version",
+			"label_version", "channel", "codename"}, func(id int64, h uint64, f []sql.RawBytes) {
+			t.oses.set(id, osRef{major: string(f[2]), hash: h})
+		})
 		if err != nil {
-			return fmt.Errorf("operating_systems: %w", err)
-		}
-		f := make([]sql.RawBytes, 7)
-		dest := []any{&id}
-		for i := range f {
-			dest = append(dest, &f[i])
-		}
-		for rows.Next() {
-			if err := rows.Scan(dest...); err != nil {
-				rows.Close()
-				return fmt.Errorf("operating_systems: %w", err)
-			}
-			r := rh.begin("o")
-			for _, b := range f {
-				r.bytes(b)
-			}
-			t.oses.set(id, osRef{major: string(f[2]), hash: r.sum()})
-		}
-		if err := closeRows(rows, "operating_systems"); err != nil {
 			return err
 		}
 	}
@@ -481,6 +449,34 @@ func (t *idTables) read(ctx context.Context, db *sql.DB, ix *dbIndex) error {
 		ix.tables[tbl] = h
 	}
 	return nil
+}
+
+// hashedRows reads id and cols of every row of table and calls fn with the row's ID, the hash
+// of its columns (tagged) and the columns themselves, which are valid until fn returns.
+func hashedRows(ctx context.Context, db *sql.DB, table, tag string, cols []string, fn func(id int64, h uint64, f []sql.RawBytes)) error {
+	rows, err := db.QueryContext(ctx, "SELECT id, "+strings.Join(cols, ", ")+" FROM "+table)
+	if err != nil {
+		return fmt.Errorf("%s: %w", table, err)
+	}
+	var id int64
+	f := make([]sql.RawBytes, len(cols))
+	dest := []any{&id}
+	for i := range f {
+		dest = append(dest, &f[i])
+	}
+	rh := newRowHasher()
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			rows.Close()
+			return fmt.Errorf("%s: %w", table, err)
+		}
+		r := rh.begin(tag)
+		for _, b := range f {
+			r.bytes(b)
+		}
+		fn(id, r.sum(), f)
+	}
+	return closeRows(rows, table)
 }
 
 func closeRows(rows *sql.Rows, table string) error {

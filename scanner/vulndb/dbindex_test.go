@@ -211,29 +211,19 @@ func sqlDiff(ctx context.Context, oldPath, newPath string) (*sqlDiffResult, erro
 	}
 
 	// schema: same tables with the same definitions, same model
-	schema := func(db string) (map[string]string, error) {
-		// column lists, not the CREATE text: grype's writer emits constraints in map order
-		rows, err := conn.QueryContext(ctx, `SELECT m.name, group_concat(p.name||' '||p.type||' '||p."notnull"||' '||p.pk, ',')
-			FROM `+db+`.sqlite_master m, pragma_table_info(m.name, '`+db+`') p WHERE m.type = 'table' GROUP BY m.name`)
+	schema := func(path string) (map[string]string, error) {
+		db, err := sql.Open("sqlite", roURI(path))
 		if err != nil {
 			return nil, err
 		}
-		defer rows.Close()
-		out := map[string]string{}
-		for rows.Next() {
-			var n, s string
-			if err := rows.Scan(&n, &s); err != nil {
-				return nil, err
-			}
-			out[n] = s
-		}
-		return out, rows.Err()
+		defer db.Close()
+		return readSchema(ctx, db)
 	}
-	so, err := schema("main")
+	so, err := schema(oldPath)
 	if err != nil {
 		return nil, fmt.Errorf("vulndb: diff: read schema: %w", err)
 	}
-	sn, err := schema("nw")
+	sn, err := schema(newPath)
 	if err != nil {
 		return nil, fmt.Errorf("vulndb: diff: read schema: %w", err)
 	}

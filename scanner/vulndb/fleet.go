@@ -544,41 +544,27 @@ func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fl
 	results := make([]*entry, len(todo))
 	if len(todo) > 0 {
 		provs := h.providers(m.workers())
-		var next int
-		var mu sync.Mutex
-		var firstErr error
-		var wg sync.WaitGroup
-		for _, vp := range provs {
-			wg.Go(func() {
-				index, def := matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
-				for {
-					mu.Lock()
-					i := next
-					next++
-					stop := firstErr != nil
-					mu.Unlock()
-					if stop || i >= len(todo) {
-						return
-					}
-					e, err := matchOne(vp, index, def, todo[i].p)
-					if err == nil {
-						err = ctx.Err()
-					}
-					if err != nil {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-						return
-					}
-					results[i] = e
-				}
-			})
+		type matchers struct {
+			index map[syftPkg.Type][]match.Matcher
+			def   match.Matcher
 		}
-		wg.Wait()
-		if firstErr != nil {
-			return firstErr
+		perWorker := make([]*matchers, len(provs))
+		err := onWorkers(provs, len(todo), func(w int, vp vulnerability.Provider, i int) error {
+			ms := perWorker[w]
+			if ms == nil {
+				ms = &matchers{}
+				ms.index, ms.def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
+				perWorker[w] = ms
+			}
+			e, err := matchOne(vp, ms.index, ms.def, todo[i].p)
+			if err == nil {
+				err = ctx.Err()
+			}
+			results[i] = e
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	for i, j := range todo {
@@ -717,43 +703,57 @@ func (m *Manager) replayAll(h *handle, f *fleet, docs map[string]*fleetDoc, st S
 	}
 	sort.Strings(keys)
 	results := make([]*MatchResult, len(keys))
-	var (
-		next, reused atomic.Int64
-		mu           sync.Mutex
-		firstErr     error
-		wg           sync.WaitGroup
-	)
-	for _, vp := range h.providers(min(m.workers(), max(len(keys), 1))) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(keys) {
-					return
-				}
-				res, n, err := replay(vp, f, docs[keys[i]], st)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				reused.Add(int64(n))
-				results[i] = res
-			}
-		})
+	reused := make([]int, len(keys))
+	provs := h.providers(min(m.workers(), max(len(keys), 1)))
+	err := onWorkers(provs, len(keys), func(_ int, vp vulnerability.Provider, i int) error {
+		var err error
+		results[i], reused[i], err = replay(vp, f, docs[keys[i]], st)
+		return err
+	})
+	for _, n := range reused {
+		f.reused += int64(n)
 	}
-	wg.Wait()
-	f.reused += reused.Load()
-	if firstErr != nil {
-		return nil, firstErr
+	if err != nil {
+		return nil, err
 	}
 	out := make(map[string]*MatchResult, len(keys))
 	for i, k := range keys {
 		out[k] = results[i]
 	}
 	return out, nil
+}
+
+// onWorkers calls fn for every i in [0, n), one goroutine per provider (w is its index), which
+// take the next i in turn. It stops handing out work at the first error and returns it.
+func onWorkers(provs []vulnerability.Provider, n int, fn func(w int, vp vulnerability.Provider, i int) error) error {
+	var (
+		next     atomic.Int64
+		failed   atomic.Bool
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for w, vp := range provs {
+		wg.Go(func() {
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(w, vp, i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // replay rebuilds one SBOM's result from cached entries, running grype's cross-package steps
