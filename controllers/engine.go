@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -958,7 +959,7 @@ func (e *Engine) SetNamespaceLabels(ns string, lbls map[string]string) {
 	} else {
 		e.nsLabels[ns] = lbls
 	}
-	if ok && mapsEqual(old, lbls) {
+	if ok && maps.Equal(old, lbls) {
 		return
 	}
 	for k, ent := range e.images {
@@ -966,18 +967,6 @@ func (e *Engine) SetNamespaceLabels(ns string, lbls map[string]string) {
 			e.enqueue(k)
 		}
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // PolicyMatches counts the reports (namespace, image) each policy applies to.

@@ -567,6 +567,11 @@ func (h *harness) runPod(logicalNS, name string, owner *metav1.OwnerReference, c
 
 // reports lists the reports in a namespace by digest; it fails on two reports for one digest.
 func (h *harness) reports(logicalNS string) (map[string]*securityv1alpha1.ImageTrustReport, error) {
+	return h.reportsBy(logicalNS, func(r *securityv1alpha1.ImageTrustReport) string { return r.Spec.Digest })
+}
+
+// reportsBy lists the reports in a namespace by key; it fails on two reports for one key.
+func (h *harness) reportsBy(logicalNS string, key func(*securityv1alpha1.ImageTrustReport) string) (map[string]*securityv1alpha1.ImageTrustReport, error) {
 	var list securityv1alpha1.ImageTrustReportList
 	if err := h.c.List(h.ctx, &list, client.InNamespace(h.ns[logicalNS])); err != nil {
 		return nil, err
@@ -574,10 +579,11 @@ func (h *harness) reports(logicalNS string) (map[string]*securityv1alpha1.ImageT
 	out := map[string]*securityv1alpha1.ImageTrustReport{}
 	for i := range list.Items {
 		r := &list.Items[i]
-		if prev, dup := out[r.Spec.Digest]; dup {
-			return nil, fmt.Errorf("two reports for %s in %s: %s and %s", r.Spec.Digest, logicalNS, prev.Name, r.Name)
+		k := key(r)
+		if prev, dup := out[k]; dup {
+			return nil, fmt.Errorf("two reports for %s in %s: %s and %s", k, logicalNS, prev.Name, r.Name)
 		}
-		out[r.Spec.Digest] = r
+		out[k] = r
 	}
 	return out, nil
 }

@@ -19,20 +19,7 @@ import (
 // reportsByImage lists the reports in a namespace by "repository@digest"; it fails on two
 // reports for one image.
 func (h *harness) reportsByImage(logicalNS string) (map[string]*securityv1alpha1.ImageTrustReport, error) {
-	var list securityv1alpha1.ImageTrustReportList
-	if err := h.c.List(h.ctx, &list, client.InNamespace(h.ns[logicalNS])); err != nil {
-		return nil, err
-	}
-	out := map[string]*securityv1alpha1.ImageTrustReport{}
-	for i := range list.Items {
-		r := &list.Items[i]
-		k := r.Spec.Image + "@" + r.Spec.Digest
-		if prev, dup := out[k]; dup {
-			return nil, fmt.Errorf("two reports for %s in %s: %s and %s", k, logicalNS, prev.Name, r.Name)
-		}
-		out[k] = r
-	}
-	return out, nil
+	return h.reportsBy(logicalNS, func(r *securityv1alpha1.ImageTrustReport) string { return r.Spec.Image + "@" + r.Spec.Digest })
 }
 
 // TestMirroredDigestIsVerifiedPerRepository: one image pushed to two repositories with the same

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -638,7 +639,7 @@ func hashForms(name string) []uint64 {
 // diffIndexes reports what changed from database a to database b.
 func diffIndexes(a, b *dbIndex) *dbDiff {
 	d := &dbDiff{names: map[uint64]bool{}, vulns: map[uint64]bool{}}
-	if !sameMap(a.schema, b.schema) {
+	if !maps.Equal(a.schema, b.schema) {
 		d.full, d.reason = true, "database schema changed"
 		return d
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -227,7 +228,7 @@ func sqlDiff(ctx context.Context, oldPath, newPath string) (*sqlDiffResult, erro
 	if err != nil {
 		return nil, fmt.Errorf("vulndb: diff: read schema: %w", err)
 	}
-	if !sameMap(so, sn) {
+	if !maps.Equal(so, sn) {
 		d.full, d.reason = true, "database schema changed"
 		return d, nil
 	}

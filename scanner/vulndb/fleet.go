@@ -169,16 +169,11 @@ func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[st
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	h := m.acquire()
-	if h == nil {
-		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	h, st, err := m.acquireFresh()
+	if err != nil {
+		return nil, err
 	}
 	defer h.inflight.Done()
-	st := m.statusOf(h)
-	if st.Stale {
-		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
-			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
-	}
 
 	keys := make([]string, 0, len(docs))
 	for k := range docs {
@@ -279,15 +274,11 @@ func (m *Manager) rematch(ctx context.Context, full bool) (map[string]*MatchResu
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	h := m.acquire()
-	if h == nil {
-		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	h, _, err := m.acquireFresh()
+	if err != nil {
+		return nil, err
 	}
 	defer h.inflight.Done()
-	if st := m.statusOf(h); st.Stale {
-		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
-			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
-	}
 	m.fleetMu.Lock()
 	defer m.fleetMu.Unlock()
 	return m.rematchLocked(ctx, h, full)

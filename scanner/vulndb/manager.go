@@ -339,6 +339,23 @@ func (m *Manager) acquire() *handle {
 	return m.cur
 }
 
+// acquireFresh is acquire for matching: it fails with ErrNoDB when no database is active and
+// with ErrStale when the active one is older than Config.MaxAge. On success the caller calls
+// h.inflight.Done.
+func (m *Manager) acquireFresh() (*handle, Status, error) {
+	h := m.acquire()
+	if h == nil {
+		return nil, Status{}, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	}
+	st := m.statusOf(h)
+	if st.Stale {
+		h.inflight.Done()
+		return nil, Status{}, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
+			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
+	}
+	return h, st, nil
+}
+
 // activate swaps h in, notifies subscribers, then retires the previous database once its
 // in-flight matches are done. Callers hold installMu.
 func (m *Manager) activate(h *handle) {

@@ -119,17 +119,11 @@ func (m *Manager) Match(ctx context.Context, sbom []byte) (*MatchResult, error) 
 	if int64(len(sbom)) > m.cfg.MaxSBOMBytes {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the limit of %d", ErrSBOMTooLarge, len(sbom), m.cfg.MaxSBOMBytes)
 	}
-	h := m.acquire()
-	if h == nil {
-		return nil, fmt.Errorf("%w: load or import one before matching", ErrNoDB)
+	h, st, err := m.acquireFresh()
+	if err != nil {
+		return nil, err
 	}
 	defer h.inflight.Done()
-
-	st := m.statusOf(h)
-	if st.Stale {
-		return nil, fmt.Errorf("%w: built %s (%s ago), max age %s", ErrStale,
-			st.Built.Format(time.RFC3339), st.Age.Round(time.Second), m.cfg.MaxAge)
-	}
 	if len(bytes.TrimSpace(sbom)) == 0 {
 		return nil, fmt.Errorf("%w: empty document", ErrInvalidSBOM)
 	}
