@@ -76,8 +76,9 @@ dockerfile-check: ## Parse Dockerfile and bundle.Dockerfile with BuildKit's pars
 	cd hack/dockerfile-check && go test $(GOTEST_FLAGS) ./...
 
 .PHONY: verify
-verify: generate manifests fmt bundle api-docs ## Regenerate everything (code, manifests, OLM bundle) and fail if the tree changed.
+verify: generate manifests fmt bundle api-docs ## Regenerate everything (code, manifests, OLM bundle) and fail if the tree changed or a tracked file is over 5 MB.
 	@hack/verify-clean.sh
+	@hack/check-large-files.sh
 
 .PHONY: api-docs
 api-docs: $(CRD_REF_DOCS) ## Generate docs/api-reference.md from the API types.
