@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -116,29 +115,7 @@ func (p *compiledPolicy) appliesTo(repo string, tags []string, nsLabels map[stri
 	if p.Selector != nil && !p.Selector.Matches(labels.Set(nsLabels)) {
 		return false
 	}
-	return imageMatches(p.Scanner.Images, repo, tags)
-}
-
-// imageMatches applies policy.MatchImage to the repository and every repo:tag. Patterns naming
-// Docker Hub as "docker.io" also match the scanner's canonical "index.docker.io".
-func imageMatches(patterns []string, repo string, tags []string) bool {
-	for _, pat := range patterns {
-		pats := []string{pat}
-		if strings.HasPrefix(pat, "docker.io/") {
-			pats = append(pats, "index."+pat)
-		}
-		for _, pt := range pats {
-			if policy.MatchImage(pt, repo) {
-				return true
-			}
-			for _, t := range tags {
-				if policy.MatchImage(pt, repo+":"+t) {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return p.Scanner.Applies(repo, tags)
 }
 
 // authorityKey fingerprints the authority material of a set of policies: a verification is

@@ -591,27 +591,6 @@ func TestEvaluateWithStalledPolicy(t *testing.T) {
 	}
 }
 
-func TestImageMatches(t *testing.T) {
-	tests := []struct {
-		patterns []string
-		repo     string
-		tags     []string
-		want     bool
-	}{
-		{[]string{"registry.example.com/team/*"}, "registry.example.com/team/app", nil, true},
-		{[]string{"registry.example.com/team/*"}, "registry.example.com/other/app", nil, false},
-		{[]string{"docker.io/library/*"}, "index.docker.io/library/nginx", nil, true},
-		{[]string{"ghcr.io/org/app:1.*"}, "ghcr.io/org/app", []string{"1.2"}, true},
-		{[]string{"ghcr.io/org/app:1.*"}, "ghcr.io/org/app", []string{"2.0"}, false},
-		{[]string{"ghcr.io/**"}, "ghcr.io/a/b/c", nil, true},
-	}
-	for _, tt := range tests {
-		if got := imageMatches(tt.patterns, tt.repo, tt.tags); got != tt.want {
-			t.Errorf("imageMatches(%v, %s, %v) = %v", tt.patterns, tt.repo, tt.tags, got)
-		}
-	}
-}
-
 func TestSchedulerRunsDueJobsInOrder(t *testing.T) {
 	clk := &FakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := NewScheduler(clk, time.Millisecond)

@@ -26,6 +26,7 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
+	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
@@ -374,16 +375,16 @@ func (s Summary) Total() int {
 func Summarize(findings []vulndb.Finding) Summary {
 	var s Summary
 	for _, f := range findings {
-		switch f.Severity {
-		case "Critical":
+		switch severity.Normalize(f.Severity) {
+		case severity.Critical:
 			s.Critical++
-		case "High":
+		case severity.High:
 			s.High++
-		case "Medium":
+		case severity.Medium:
 			s.Medium++
-		case "Low":
+		case severity.Low:
 			s.Low++
-		case "Negligible":
+		case severity.Negligible:
 			s.Negligible++
 		default:
 			s.Unknown++
@@ -508,7 +509,7 @@ func Input(a *Assessment, now time.Time) policy.Input {
 func TopFindings(findings []vulndb.Finding, n int) []vulndb.Finding {
 	out := slices.Clone(findings)
 	slices.SortStableFunc(out, func(a, b vulndb.Finding) int {
-		if d := policy.SeverityRank(b.Severity) - policy.SeverityRank(a.Severity); d != 0 {
+		if d := severity.Rank(b.Severity) - severity.Rank(a.Severity); d != 0 {
 			return d
 		}
 		if fa, fb := len(a.FixedVersions) > 0, len(b.FixedVersions) > 0; fa != fb {

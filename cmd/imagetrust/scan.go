@@ -133,7 +133,7 @@ func runScan(args []string, stdout io.Writer) error {
 	}
 	var results []*scanner.Assessment
 	for _, img := range imgs {
-		a, err := sc.Assess(ctx, img, applicable(pols, img.Repository))
+		a, err := sc.Assess(ctx, img, applicable(pols, img))
 		if err != nil {
 			return err
 		}
@@ -165,10 +165,15 @@ func splitPositional(args []string) (string, []string) {
 	return "", args
 }
 
-func applicable(pols []scanner.Policy, repo string) []scanner.Policy {
+// applicable keeps the policies that cover img, by the same rule the manager applies.
+func applicable(pols []scanner.Policy, img scanner.Image) []scanner.Policy {
+	var tags []string
+	if img.Tag != "" {
+		tags = []string{img.Tag}
+	}
 	var out []scanner.Policy
 	for _, p := range pols {
-		if policyconv.Applies(p, repo) {
+		if p.Applies(img.Repository, tags) {
 			out = append(out, p)
 		}
 	}

@@ -122,14 +122,3 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Co
 	}
 	return c, nil
 }
-
-// Applies reports whether one of p's image patterns matches image (a repository or a
-// reference). Namespace selectors are the controllers' business.
-func Applies(p scanner.Policy, image string) bool {
-	for _, pattern := range p.Images {
-		if policy.MatchImage(pattern, image) {
-			return true
-		}
-	}
-	return false
-}

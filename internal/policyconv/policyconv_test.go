@@ -68,7 +68,7 @@ func TestConvert(t *testing.T) {
 		!slices.Equal(pp.SBOMSources, []string{"Referrer", "Generate"}) || !pp.AuthorityConfigs[0].IgnoreTlog {
 		t.Errorf("converted %+v", pp)
 	}
-	if !Applies(pp, "r.example.com/team/app:v1") || Applies(pp, "r.example.com/other/app") {
+	if !pp.Applies("r.example.com/team/app", []string{"v1"}) || pp.Applies("r.example.com/other/app", nil) {
 		t.Error("Applies")
 	}
 

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/imagetrust/imagetrust/scanner/severity"
 )
 
 // Verdict is the outcome of evaluating one or more policies.
@@ -24,13 +26,8 @@ const (
 	Unknown   Verdict = "Unknown"
 )
 
-// Severity ranks, most severe first, as Grype names them.
-var severityRank = map[string]int{
-	"Critical": 5, "High": 4, "Medium": 3, "Low": 2, "Negligible": 1, "Unknown": 0,
-}
-
 // SeverityRank orders severities: Critical 5 … Unknown 0; unrecognised names rank as Unknown.
-func SeverityRank(s string) int { return severityRank[s] }
+func SeverityRank(s string) int { return severity.Rank(s) }
 
 // Exception accepts one vulnerability id or alias until Expires (zero: never).
 type Exception struct {
@@ -330,7 +327,7 @@ func CheckVulnerabilities(p Policy, in Input) Outcome {
 	}
 	threshold := SeverityRank(g.FailOn)
 	if g.FailOn == "" {
-		threshold = SeverityRank("Critical")
+		threshold = SeverityRank(severity.Critical)
 	}
 	var ids []string
 	seen := map[string]bool{}
@@ -360,7 +357,7 @@ func CheckVulnerabilities(p Policy, in Input) Outcome {
 		fixed = " fixable"
 	}
 	return fail(CheckNameVulnerabilities, "%d%s vulnerabilities at or above %s: %s%s",
-		len(ids), fixed, orDefault(g.FailOn, "Critical"), strings.Join(shown, ", "), more)
+		len(ids), fixed, orDefault(g.FailOn, severity.Critical), strings.Join(shown, ", "), more)
 }
 
 func orDefault(s, d string) string {

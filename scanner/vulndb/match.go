@@ -28,6 +28,8 @@ import (
 	"github.com/anchore/grype/grype/version"
 	"github.com/anchore/grype/grype/vulnerability"
 	syftPkg "github.com/anchore/syft/syft/pkg"
+
+	"github.com/imagetrust/imagetrust/scanner/severity"
 )
 
 // Finding is one vulnerability matched to one package.
@@ -216,21 +218,7 @@ func severityOf(vp vulnerability.Provider, v vulnerability.Vulnerability) string
 	if md != nil {
 		sev = vulnerability.ParseSeverity(md.Severity)
 	}
-	return severityNames[sev]
-}
-
-var severityNames = map[vulnerability.Severity]string{
-	vulnerability.UnknownSeverity:    "Unknown",
-	vulnerability.NegligibleSeverity: "Negligible",
-	vulnerability.LowSeverity:        "Low",
-	vulnerability.MediumSeverity:     "Medium",
-	vulnerability.HighSeverity:       "High",
-	vulnerability.CriticalSeverity:   "Critical",
-}
-
-// SeverityRank orders severity names: Critical 5 … Negligible 1, anything else (Unknown) 0.
-func SeverityRank(s string) int {
-	return int(vulnerability.ParseSeverity(s))
+	return severity.Normalize(sev.String())
 }
 
 // SortFindings sorts findings deterministically: severity (highest first), then ID, package,
@@ -238,7 +226,7 @@ func SeverityRank(s string) int {
 func SortFindings(fs []Finding) {
 	slices.SortStableFunc(fs, func(a, b Finding) int {
 		return cmp.Or(
-			cmp.Compare(SeverityRank(b.Severity), SeverityRank(a.Severity)),
+			cmp.Compare(severity.Rank(b.Severity), severity.Rank(a.Severity)),
 			cmp.Compare(a.ID, b.ID),
 			cmp.Compare(a.Package, b.Package),
 			cmp.Compare(a.Version, b.Version),
