@@ -15,10 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
-	"github.com/imagetrust/imagetrust/scanner/registry"
-	"github.com/imagetrust/imagetrust/scanner/sbom"
-	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
 // access is how a digest's registry is reached: credentials, plain-HTTP hosts and a private CA.
@@ -38,21 +36,16 @@ var anonymous = &access{key: "anonymous"}
 // scannerPool keeps one scanner.Scanner per access. All share the SBOM cache and the
 // vulnerability DB, so switching credentials never repeats SBOM work.
 type scannerPool struct {
-	base        registry.Options
-	db          *vulndb.Manager
-	cache       *sbom.Cache
+	base        scanner.RegistryOptions
+	db          *scanner.DB
+	cache       *scanner.SBOMCache
 	maxFindings int
 	now         func() time.Time
-	generator   sbom.Source
+	generator   scanner.SBOMSource
 
 	mu     sync.Mutex
-	byKey  map[string]pooled
+	byKey  map[string]*scanner.Scanner
 	pulled map[string]pullEntry // pull-secret keychains by namespace/names, refreshed by TTL
-}
-
-type pooled struct {
-	scanner  *scanner.Scanner
-	registry *registry.Client
 }
 
 type pullEntry struct {
@@ -66,30 +59,20 @@ const pullSecretTTL = 5 * time.Minute
 // maxScanners bounds the pool; a rebuilt scanner only loses its small manifest-metadata memo.
 const maxScanners = 256
 
-func newScannerPool(base registry.Options, db *vulndb.Manager, cache *sbom.Cache, maxFindings int, now func() time.Time) *scannerPool {
+func newScannerPool(base scanner.RegistryOptions, db *scanner.DB, cache *scanner.SBOMCache, maxFindings int, now func() time.Time) *scannerPool {
 	return &scannerPool{base: base, db: db, cache: cache, maxFindings: maxFindings, now: now,
-		byKey: map[string]pooled{}, pulled: map[string]pullEntry{}}
+		byKey: map[string]*scanner.Scanner{}, pulled: map[string]pullEntry{}}
 }
 
+// get returns the scanner of an access, building it on first use.
 func (p *scannerPool) get(a *access) (*scanner.Scanner, error) {
-	s, _, err := p.getBoth(a)
-	return s, err
-}
-
-// registryFor returns the registry client of an access (for tag listing).
-func (p *scannerPool) registryFor(a *access) (*registry.Client, error) {
-	_, r, err := p.getBoth(a)
-	return r, err
-}
-
-func (p *scannerPool) getBoth(a *access) (*scanner.Scanner, *registry.Client, error) {
 	if a == nil {
 		a = anonymous
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s, ok := p.byKey[a.key]; ok {
-		return s.scanner, s.registry, nil
+		return s, nil
 	}
 	opts := p.base
 	if a.keychain != nil {
@@ -102,13 +85,12 @@ func (p *scannerPool) getBoth(a *access) (*scanner.Scanner, *registry.Client, er
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(a.caPEM) {
-			return nil, nil, stalling("InvalidCABundle", "CA bundle holds no PEM certificate")
+			return nil, stalling(securityv1alpha1.ReasonInvalidCABundle, "CA bundle holds no PEM certificate")
 		}
 		opts.RootCAs = pool
 	}
-	rc := registry.New(opts)
 	s, err := scanner.New(scanner.Config{
-		Registry:    rc,
+		Registry:    scanner.NewRegistryClient(opts),
 		DB:          p.db,
 		Cache:       p.cache,
 		Generator:   p.generator,
@@ -116,13 +98,13 @@ func (p *scannerPool) getBoth(a *access) (*scanner.Scanner, *registry.Client, er
 		Now:         p.now,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if len(p.byKey) >= maxScanners {
 		clear(p.byKey)
 	}
-	p.byKey[a.key] = pooled{scanner: s, registry: rc}
-	return s, rc, nil
+	p.byKey[a.key] = s
+	return s, nil
 }
 
 // pullAccess returns the access built from a pod's imagePullSecrets. Secrets are read through
@@ -156,7 +138,7 @@ func (p *scannerPool) pullAccess(ctx context.Context, reader client.Reader, name
 		if len(data) == 0 {
 			continue
 		}
-		kc, err := registry.KeychainFromDockerConfigJSON(data)
+		kc, err := scanner.KeychainFromDockerConfig(data)
 		if err != nil {
 			continue
 		}
@@ -192,11 +174,11 @@ func scanAccess(ctx context.Context, reader client.Reader, namespace string, cre
 			return nil, err
 		}
 		if problem != "" {
-			return nil, stalling("CredentialsSecretNotReady", "credentials %s", problem)
+			return nil, stalling(securityv1alpha1.ReasonCredentialsSecretNotReady, "credentials %s", problem)
 		}
-		kc, err := registry.KeychainFromDockerConfigJSON(data)
+		kc, err := scanner.KeychainFromDockerConfig(data)
 		if err != nil {
-			return nil, stalling("InvalidCredentials", "credentials Secret %s/%s key %q: %v", namespace, credRef.Name, key, err)
+			return nil, stalling(securityv1alpha1.ReasonInvalidCredentials, "credentials Secret %s/%s key %q: %w", namespace, credRef.Name, key, err)
 		}
 		acc.keychain = kc
 		h.Write([]byte("cred"))
@@ -212,10 +194,10 @@ func scanAccess(ctx context.Context, reader client.Reader, namespace string, cre
 			return nil, err
 		}
 		if problem != "" {
-			return nil, stalling("CABundleSecretNotReady", "CA bundle %s", problem)
+			return nil, stalling(securityv1alpha1.ReasonCABundleSecretNotReady, "CA bundle %s", problem)
 		}
 		if !x509.NewCertPool().AppendCertsFromPEM(data) {
-			return nil, stalling("InvalidCABundle", "CA bundle Secret %s/%s key %q holds no PEM certificate", namespace, caRef.Name, key)
+			return nil, stalling(securityv1alpha1.ReasonInvalidCABundle, "CA bundle Secret %s/%s key %q holds no PEM certificate", namespace, caRef.Name, key)
 		}
 		acc.caPEM = data
 		h.Write([]byte("ca"))

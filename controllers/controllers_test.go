@@ -292,7 +292,7 @@ func TestRegistryScanTagFilterAndNewTag(t *testing.T) {
 		if !st.NextScheduleTime.Time.Equal(st.LastScheduleTime.Time.Add(time.Hour)) {
 			return fmt.Errorf("next %v is not last %v + 1h", st.NextScheduleTime, st.LastScheduleTime)
 		}
-		if c := meta(st.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue || c.Message != "2 tags, 2 digests" {
+		if c := findCondition(st.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue || c.Message != "2 tags, 2 digests" {
 			return fmt.Errorf("conditions %+v", st.Conditions)
 		}
 		first = *st.LastScheduleTime
@@ -338,7 +338,7 @@ func TestRegistryScanTagFilterAndNewTag(t *testing.T) {
 	}
 }
 
-func meta(conds []metav1.Condition, typ string) *metav1.Condition {
+func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
 	for i := range conds {
 		if conds[i].Type == typ {
 			return &conds[i]
@@ -805,12 +805,12 @@ func TestMissingSecretsStallAndRecover(t *testing.T) {
 		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
 			return err
 		}
-		c := meta(s.Status.Conditions, "Stalled")
+		c := findCondition(s.Status.Conditions, "Stalled")
 		want := fmt.Sprintf("credentials Secret %s/regcreds not found", ns)
 		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "CredentialsSecretNotReady" || c.Message != want {
 			return fmt.Errorf("conditions %+v", s.Status.Conditions)
 		}
-		if r := meta(s.Status.Conditions, "Ready"); r == nil || r.Status != metav1.ConditionFalse || r.Message != want {
+		if r := findCondition(s.Status.Conditions, "Ready"); r == nil || r.Status != metav1.ConditionFalse || r.Message != want {
 			return fmt.Errorf("ready %+v", r)
 		}
 		return nil
@@ -820,7 +820,7 @@ func TestMissingSecretsStallAndRecover(t *testing.T) {
 		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
 			return err
 		}
-		c := meta(p.Status.Conditions, "Stalled")
+		c := findCondition(p.Status.Conditions, "Stalled")
 		if c == nil || c.Status != metav1.ConditionTrue || c.Message != fmt.Sprintf("authority release: Secret %s/cosign-pub not found", ns) {
 			return fmt.Errorf("conditions %+v", p.Status.Conditions)
 		}
@@ -851,7 +851,7 @@ func TestMissingSecretsStallAndRecover(t *testing.T) {
 	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(scan), &s); err != nil {
 		t.Fatal(err)
 	}
-	if meta(s.Status.Conditions, "Stalled") != nil || meta(s.Status.Conditions, "Ready").Status != metav1.ConditionTrue || s.Status.LastSuccessfulTime == nil {
+	if findCondition(s.Status.Conditions, "Stalled") != nil || findCondition(s.Status.Conditions, "Ready").Status != metav1.ConditionTrue || s.Status.LastSuccessfulTime == nil {
 		t.Errorf("scan after the Secret appeared: %+v", s.Status)
 	}
 
@@ -868,7 +868,7 @@ func TestMissingSecretsStallAndRecover(t *testing.T) {
 	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
 		t.Fatal(err)
 	}
-	if meta(p.Status.Conditions, "Stalled") != nil || meta(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
+	if findCondition(p.Status.Conditions, "Stalled") != nil || findCondition(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
 		t.Errorf("policy after the Secret appeared: %+v", p.Status.Conditions)
 	}
 	// No credential anywhere in what the controllers wrote.
@@ -923,9 +923,7 @@ func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
 	// The old report keeps listing the workload that last ran it: that is how the collector
 	// knows which replacement to wait for.
 	h.eventually(10*time.Second, "old pod forgotten", func() error {
-		h.ctrls.Engine.mu.Lock()
-		defer h.ctrls.Engine.mu.Unlock()
-		if ent := h.ctrls.Engine.images[imageKey{oldImg.Context().Name(), oldImg.DigestStr()}]; ent != nil && ent.wanted() {
+		if h.ctrls.Engine.demand.isWanted(imageKey{oldImg.Context().Name(), oldImg.DigestStr()}) {
 			return errors.New("old digest still wanted")
 		}
 		return nil
@@ -1016,7 +1014,7 @@ func TestPolicyEditReevaluatesFromCache(t *testing.T) {
 			return err
 		}
 		if p.Status.ObservedGeneration != p.Generation || p.Status.MatchedReports != 1 || p.Status.NextVerificationTime == nil ||
-			meta(p.Status.Conditions, "Ready") == nil || meta(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
+			findCondition(p.Status.Conditions, "Ready") == nil || findCondition(p.Status.Conditions, "Ready").Status != metav1.ConditionTrue {
 			return fmt.Errorf("status %+v", p.Status)
 		}
 		return nil

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/robfig/cron/v3"
 
-	"github.com/imagetrust/imagetrust/scanner/vulndb"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // DBOptions says where the vulnerability DB comes from and how it is kept current.
@@ -37,7 +37,7 @@ type DBOptions struct {
 
 // dbRunner loads the DB, keeps it current, and rematches the cached SBOMs a DB change touched.
 type dbRunner struct {
-	db     *vulndb.Manager
+	db     *scanner.DB
 	opts   DBOptions
 	engine *Engine
 	sched  *Scheduler
@@ -56,7 +56,7 @@ type fileStamp struct {
 	mtime time.Time
 }
 
-func newDBRunner(db *vulndb.Manager, opts DBOptions, engine *Engine, sched *Scheduler, clock Clock, log logr.Logger) *dbRunner {
+func newDBRunner(db *scanner.DB, opts DBOptions, engine *Engine, sched *Scheduler, clock Clock, log logr.Logger) *dbRunner {
 	if opts.ArchivePollInterval <= 0 {
 		opts.ArchivePollInterval = 30 * time.Second
 	}
@@ -125,7 +125,7 @@ func (r *dbRunner) armFullRematch(ctx context.Context) {
 func (r *dbRunner) markInitialized() { r.once.Do(func() { close(r.initialized) }) }
 
 func (r *dbRunner) initialLoad(ctx context.Context) {
-	if err := r.db.Load(ctx); err != nil && !errors.Is(err, vulndb.ErrNoDB) {
+	if err := r.db.Load(ctx); err != nil && !errors.Is(err, scanner.ErrNoDB) {
 		r.log.Error(err, "loading the installed vulnerability DB")
 	}
 	if r.opts.Archive != "" {

@@ -1,5 +1,8 @@
 package controllers
 
+// Events: notify decides, purely, which events a transition between two report statuses
+// deserves; emit records them on the report and its workloads.
+
 import (
 	"fmt"
 	"sort"
@@ -9,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
-	"github.com/imagetrust/imagetrust/scanner/registry"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // Event reasons. Each is emitted only on a transition, never for a status that stayed the same.
@@ -35,6 +38,12 @@ const maxEventIDs = 10
 // maxEventWorkloads bounds how many workloads get a copy of a report's event.
 const maxEventWorkloads = 5
 
+// maxEventMessageLen bounds an event's note (the API allows 1 KiB).
+const maxEventMessageLen = 1000
+
+// maxFailedChecksInEvent bounds the failed checks an event lists.
+const maxFailedChecksInEvent = 3
+
 // eventSpec is one event to emit.
 type eventSpec struct {
 	Type    string // corev1.EventTypeNormal or Warning
@@ -57,7 +66,7 @@ func criticalHighIDs(st *securityv1alpha1.ImageTrustReportStatus) map[string]boo
 		return out
 	}
 	for _, f := range st.TopFindings {
-		if f.Severity == securityv1alpha1.SeverityCritical || f.Severity == securityv1alpha1.SeverityHigh {
+		if scanner.SeverityRank(string(f.Severity)) >= scanner.SeverityRank(scanner.SeverityHigh) {
 			out[f.ID] = true
 		}
 	}
@@ -115,7 +124,7 @@ func notify(old, cur *securityv1alpha1.ImageTrustReportStatus) []eventSpec {
 			fmt.Sprintf("SBOM source downgraded from %s to %s: %s", old.SBOM.Source, cur.SBOM.Source, cur.SBOM.Reason)})
 	}
 
-	if conditionReason(cur, securityv1alpha1.ConditionScanned) == "DBStale" && conditionReason(old, securityv1alpha1.ConditionScanned) != "DBStale" {
+	if conditionReason(cur, securityv1alpha1.ConditionScanned) == securityv1alpha1.ReasonDBStale && conditionReason(old, securityv1alpha1.ConditionScanned) != securityv1alpha1.ReasonDBStale {
 		out = append(out, eventSpec{corev1.EventTypeWarning, ReasonDBStale,
 			"vulnerability DB is older than the allowed maximum age; findings are not current"})
 	}
@@ -141,7 +150,8 @@ func notify(old, cur *securityv1alpha1.ImageTrustReportStatus) []eventSpec {
 		out = foldVerdict(out, eventSpec{typ, ReasonVerdictChanged, msg})
 	}
 	for i := range out {
-		out[i].Message = trunc(registry.SanitizeText(out[i].Message), 1000)
+		// events are read by anyone who can list them: redact whatever reached a status
+		out[i].Message = trunc(scanner.Redact(out[i].Message), maxEventMessageLen)
 	}
 	return out
 }
@@ -164,8 +174,8 @@ func failedSummary(st *securityv1alpha1.ImageTrustReportStatus) string {
 	}
 	var parts []string
 	for i, f := range st.Policy.FailedChecks {
-		if i == 3 {
-			parts = append(parts, fmt.Sprintf("and %d more", len(st.Policy.FailedChecks)-3))
+		if i == maxFailedChecksInEvent {
+			parts = append(parts, fmt.Sprintf("and %d more", len(st.Policy.FailedChecks)-maxFailedChecksInEvent))
 			break
 		}
 		parts = append(parts, f.Policy+"/"+f.Check+": "+f.Message)
@@ -174,18 +184,15 @@ func failedSummary(st *securityv1alpha1.ImageTrustReportStatus) string {
 }
 
 // emit records events on the report and on (a bounded number of) its workloads.
-func (e *Engine) emit(report *securityv1alpha1.ImageTrustReport, in *reportInput, evs []eventSpec) {
-	if e.events == nil || len(evs) == 0 {
+func (w *reportWriter) emit(report *securityv1alpha1.ImageTrustReport, in *reportInput, evs []eventSpec) {
+	if w.events == nil || len(evs) == 0 {
 		return
 	}
 	for _, ev := range evs {
-		e.events.Eventf(report, nil, ev.Type, ev.Reason, "Assess", "%s", ev.Message)
-		for i, w := range in.view.workloads {
-			if i == maxEventWorkloads {
-				break
-			}
-			ref := &corev1.ObjectReference{APIVersion: w.APIVersion, Kind: w.Kind, Namespace: in.key.Namespace, Name: w.Name, UID: w.UID}
-			e.events.Eventf(ref, report, ev.Type, ev.Reason, "Assess", "%s: %s", in.view.repo+"@"+shortDigest(in.key.Digest), ev.Message)
+		w.events.Eventf(report, nil, ev.Type, ev.Reason, "Assess", "%s", ev.Message)
+		for _, wl := range firstN(in.view.workloads, maxEventWorkloads) {
+			ref := &corev1.ObjectReference{APIVersion: wl.APIVersion, Kind: wl.Kind, Namespace: in.key.Namespace, Name: wl.Name, UID: wl.UID}
+			w.events.Eventf(ref, report, ev.Type, ev.Reason, "Assess", "%s: %s", in.view.repo+"@"+shortDigest(in.key.Digest), ev.Message)
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
-	"github.com/imagetrust/imagetrust/scanner/policy"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 var digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
@@ -57,13 +57,7 @@ func parseImageID(imageID, specImage string) (repo, digest string, ok bool) {
 
 // normaliseRepo turns an image reference (with or without tag/digest) into the fully qualified
 // repository name, e.g. "nginx:1.25" → "index.docker.io/library/nginx".
-func normaliseRepo(ref string) (string, error) {
-	r, err := name.NewRepository(policy.StripTagDigest(ref), name.WeakValidation)
-	if err != nil {
-		return "", err
-	}
-	return r.Name(), nil
-}
+func normaliseRepo(ref string) (string, error) { return scanner.RepositoryOf(ref) }
 
 // specTag returns the tag of an image reference, "" for digest references; an image with
 // neither is "latest", as the kubelet pulls it.

@@ -9,7 +9,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/imagetrust/imagetrust/scanner"
-	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
 // The collectors live on controller-runtime's registry, served by the manager's metrics
@@ -129,16 +128,13 @@ func (m *engineMetrics) deleteReport(k reportKey) {
 }
 
 func addSummary(s scanner.Summary, sign float64) {
-	vulnerabilities.WithLabelValues("Critical").Add(sign * float64(s.Critical))
-	vulnerabilities.WithLabelValues("High").Add(sign * float64(s.High))
-	vulnerabilities.WithLabelValues("Medium").Add(sign * float64(s.Medium))
-	vulnerabilities.WithLabelValues("Low").Add(sign * float64(s.Low))
-	vulnerabilities.WithLabelValues("Negligible").Add(sign * float64(s.Negligible))
-	vulnerabilities.WithLabelValues("Unknown").Add(sign * float64(s.Unknown))
+	for _, sev := range scanner.Severities() {
+		vulnerabilities.WithLabelValues(sev).Add(sign * float64(s.Count(sev)))
+	}
 }
 
 // setDBMetrics publishes the DB's age and schema.
-func setDBMetrics(st vulndb.Status) {
+func setDBMetrics(st scanner.DBStatus) {
 	vulndbInfo.Reset()
 	if !st.Loaded() {
 		vulndbAge.Set(-1)

@@ -206,12 +206,10 @@ func TestMirroredDigestIsVerifiedPerRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually(10*time.Second, "mirrored pod forgotten", func() error {
-		h.ctrls.Engine.mu.Lock()
-		defer h.ctrls.Engine.mu.Unlock()
-		if ent := h.ctrls.Engine.images[imageKey{mirror.Context().Name(), digest}]; ent != nil && ent.wanted() {
+		if h.ctrls.Engine.demand.isWanted(imageKey{mirror.Context().Name(), digest}) {
 			return errors.New("mirror image still wanted")
 		}
-		if ent := h.ctrls.Engine.images[imageKey{origin.Context().Name(), digest}]; ent == nil || !ent.wanted() {
+		if !h.ctrls.Engine.demand.isWanted(imageKey{origin.Context().Name(), digest}) {
 			return errors.New("origin image no longer wanted")
 		}
 		return nil

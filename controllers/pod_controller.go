@@ -15,7 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/imagetrust/imagetrust/scanner/registry"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -27,6 +27,12 @@ type PodReconciler struct {
 	Client    client.Client
 	APIReader client.Reader
 	Engine    *Engine
+	// Pool reaches registries for pods that have not pulled their images yet.
+	Pool *scannerPool
+	// Clock bounds how long a resolved tag is reused.
+	Clock Clock
+	// DefaultPlatform picks the platform of a multi-arch image a pod has not pulled yet.
+	DefaultPlatform string
 
 	resolveMu sync.Mutex
 	resolved  map[string]resolvedSpec // access key + spec image → digest, for pods still pulling
@@ -63,7 +69,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	for _, s := range pod.Spec.ImagePullSecrets {
 		secrets = append(secrets, s.Name)
 	}
-	acc := r.Engine.pool.pullAccess(ctx, r.APIReader, pod.Namespace, secrets)
+	acc := r.Pool.pullAccess(ctx, r.APIReader, pod.Namespace, secrets)
 
 	uses, errs := r.uses(ctx, &pod, owner, acc)
 	r.Engine.SetPodUses(req.NamespacedName, uses, acc)
@@ -115,7 +121,7 @@ func (r *PodReconciler) resolveSpec(ctx context.Context, acc *access, image stri
 		return "", "", fmt.Errorf("invalid image %q: %w", image, err)
 	}
 	key := acc.key + "|" + image
-	now := r.Engine.clock.Now()
+	now := r.Clock.Now()
 	r.resolveMu.Lock()
 	if r.resolved == nil {
 		r.resolved = map[string]resolvedSpec{}
@@ -126,13 +132,12 @@ func (r *PodReconciler) resolveSpec(ctx context.Context, acc *access, image stri
 	}
 	r.resolveMu.Unlock()
 
-	sc, err := r.Engine.pool.get(acc)
+	sc, err := r.Pool.get(acc)
 	if err != nil {
 		return "", "", err
 	}
-	platforms := []string{r.Engine.opts.DefaultPlatform}
-	imgs, err := sc.Resolve(ctx, image, platforms)
-	if errors.Is(err, registry.ErrPlatformNotFound) {
+	imgs, err := sc.Resolve(ctx, image, []string{r.DefaultPlatform})
+	if errors.Is(err, scanner.ErrPlatformNotFound) {
 		imgs, err = sc.Resolve(ctx, image, nil)
 	}
 	if err != nil {
@@ -226,10 +231,27 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{}, err
 	}
-	lbls := m.Labels
-	if lbls == nil {
-		lbls = map[string]string{}
-	}
-	r.Engine.SetNamespaceLabels(req.Name, lbls)
+	r.Engine.SetNamespaceLabels(req.Name, nonNil(m.Labels))
 	return ctrl.Result{}, nil
+}
+
+// loadAll records every namespace's labels before the Engine's first pass, through the same
+// metadata-only informer the reconciler uses.
+func (r *NamespaceReconciler) loadAll(ctx context.Context) error {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	if err := r.Client.List(ctx, list); err != nil {
+		return err
+	}
+	for _, ns := range list.Items {
+		r.Engine.SetNamespaceLabels(ns.Name, nonNil(ns.Labels))
+	}
+	return nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -18,11 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
-	"github.com/imagetrust/imagetrust/scanner"
-	"github.com/imagetrust/imagetrust/scanner/policy"
-	"github.com/imagetrust/imagetrust/scanner/verify"
-
 	"github.com/imagetrust/imagetrust/internal/policyconv"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // DefaultPolicySchedule is the re-verification schedule of a policy that sets none (the CRD
@@ -30,24 +26,22 @@ import (
 const DefaultPolicySchedule = "0 */6 * * *"
 
 // compiledPolicy is an ImageTrustPolicy turned into what the scanner evaluates, plus what the
-// controllers need around it: the namespace selector, the schedule, and the problems a person
-// has to fix. A policy with problems still applies (its images are reported), but its verdict
-// is Unknown with the problem as the reason: an image must not look Trusted because its
-// policy's key could not be read.
+// controllers need around it: the namespace selector and the schedule. Configuration errors
+// (missing Secret, invalid key, bad selector or schedule) are Scanner.Problems: such a policy
+// still applies (its images are reported), but its verdict is Unknown with the problem as the
+// reason — an image must not look Trusted because its policy's key could not be read.
 type compiledPolicy struct {
 	Name       string
 	Generation int64
 	Scanner    scanner.Policy
 	Selector   labels.Selector // nil matches every namespace
 	Schedule   cron.Schedule   // nil when the schedule does not parse
-	// Problems are configuration errors (missing Secret, invalid key, bad selector/schedule).
-	Problems []string
 	// SecretRefs are the Secrets the policy reads keys from, for the watch index.
 	SecretRefs []types.NamespacedName
 }
 
 // Stalled reports whether a person must fix the policy.
-func (p *compiledPolicy) Stalled() bool { return len(p.Problems) > 0 }
+func (p *compiledPolicy) Stalled() bool { return p.Scanner.Stalled() }
 
 // AuthorityName is how an authority of a policy is named in signers and reports.
 func AuthorityName(policyName, authority string) string {
@@ -65,14 +59,14 @@ func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha
 	if err != nil {
 		return nil, err
 	}
-	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy, Problems: conv.Problems}
+	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy}
 	for _, ref := range conv.SecretRefs {
 		cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
 	}
 	if s.NamespaceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)
 		if err != nil {
-			cp.Problems = append(cp.Problems, "namespaceSelector: "+err.Error())
+			cp.Scanner.Problems = append(cp.Scanner.Problems, "namespaceSelector: "+err.Error())
 			sel = labels.Nothing()
 		}
 		cp.Selector = sel
@@ -82,7 +76,7 @@ func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha
 		sched = DefaultPolicySchedule
 	}
 	if cs, err := cron.ParseStandard(sched); err != nil {
-		cp.Problems = append(cp.Problems, fmt.Sprintf("schedule %q: %v", sched, err))
+		cp.Scanner.Problems = append(cp.Scanner.Problems, fmt.Sprintf("schedule %q: %v", sched, err))
 	} else {
 		cp.Schedule = cs
 	}
@@ -121,7 +115,7 @@ func (p *compiledPolicy) appliesTo(repo string, tags []string, nsLabels map[stri
 // authorityKey fingerprints the authority material of a set of policies: a verification is
 // reused only while it was made against exactly these authorities.
 func authorityKey(pols []*compiledPolicy) string {
-	var all []verify.Authority
+	var all []scanner.Authority
 	for _, p := range pols {
 		all = append(all, p.Scanner.AuthorityConfigs...)
 	}
@@ -138,33 +132,4 @@ func scannerPolicies(pols []*compiledPolicy) []scanner.Policy {
 		out = append(out, p.Scanner)
 	}
 	return out
-}
-
-// evaluate applies the namespace's policies to an assessment: healthy policies through the
-// scanner's pure evaluation, stalled ones as Unknown with their problems as the reason.
-func evaluate(pols []*compiledPolicy, a *scanner.Assessment, now time.Time) policy.Combined {
-	var healthy []scanner.Policy
-	for _, p := range pols {
-		if !p.Stalled() {
-			healthy = append(healthy, p.Scanner)
-		}
-	}
-	c := scanner.Evaluate(healthy, a, now)
-	for _, p := range pols {
-		if !p.Stalled() {
-			continue
-		}
-		r := policy.Result{Policy: p.Name, Verdict: policy.Unknown}
-		for _, msg := range p.Problems {
-			r.Failures = append(r.Failures, policy.Outcome{Check: "policy", Indeterminate: true, Message: "policy cannot be enforced: " + msg})
-		}
-		c.Results = append(c.Results, r)
-		c.Policies = append(c.Policies, p.Name)
-		if c.Verdict == policy.Trusted {
-			c.Verdict = policy.Unknown
-		}
-	}
-	sort.Strings(c.Policies)
-	sort.SliceStable(c.Results, func(i, j int) bool { return c.Results[i].Policy < c.Results[j].Policy })
-	return c
 }

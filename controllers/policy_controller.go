@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -135,14 +136,43 @@ func (r *PolicyReconciler) schedule(name string, s interface{ Next(time.Time) ti
 
 // setPolicyConditions derives a policy's conditions from its compiled form.
 func setPolicyConditions(conds *[]metav1.Condition, cp *compiledPolicy, now time.Time) {
-	removeCondition(conds, securityv1alpha1.ConditionReconciling)
+	meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionReconciling)
 	if cp.Stalled() {
-		msg := strings.Join(cp.Problems, "; ")
-		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, "InvalidConfiguration", msg, cp.Generation, now)
-		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidConfiguration", msg, cp.Generation, now)
+		msg := strings.Join(cp.Scanner.Problems, "; ")
+		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, securityv1alpha1.ReasonInvalidConfiguration, msg, cp.Generation, now)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonInvalidConfiguration, msg, cp.Generation, now)
 	} else {
-		removeCondition(conds, securityv1alpha1.ConditionStalled)
-		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, "Succeeded", "policy is enforced", cp.Generation, now)
+		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionStalled)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, securityv1alpha1.ReasonSucceeded, "policy is enforced", cp.Generation, now)
 	}
-	sort.Slice(*conds, func(i, j int) bool { return (*conds)[i].Type < (*conds)[j].Type })
+	sortConditions(*conds)
+}
+
+// loadAll compiles every policy and installs them at once, before the Engine's first pass, so
+// startup does not assess everything twice.
+func (r *PolicyReconciler) loadAll(ctx context.Context) error {
+	var list securityv1alpha1.ImageTrustPolicyList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return err
+	}
+	compiled := map[string]*compiledPolicy{}
+	for i := range list.Items {
+		cp, err := compilePolicy(ctx, r.APIReader, &list.Items[i])
+		if err != nil {
+			return err
+		}
+		compiled[cp.Name] = cp
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.compiled == nil {
+		r.compiled, r.lastVerified = map[string]*compiledPolicy{}, map[string]time.Time{}
+	}
+	for k, v := range compiled {
+		if _, ok := r.compiled[k]; !ok {
+			r.compiled[k] = v
+		}
+	}
+	r.install()
+	return nil
 }

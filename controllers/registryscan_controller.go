@@ -11,6 +11,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,7 +21,6 @@ import (
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
-	"github.com/imagetrust/imagetrust/scanner/registry"
 )
 
 // DefaultScanSchedule is the listing schedule of a RegistryScan that sets none.
@@ -42,6 +42,8 @@ type RegistryScanReconciler struct {
 	Client    client.Client
 	APIReader client.Reader
 	Engine    *Engine
+	// Pool reaches the registries, with the scan's credentials.
+	Pool      *scannerPool
 	Clock     Clock
 	Scheduler *Scheduler
 	// Kick receives an event when a scan's schedule comes due.
@@ -62,8 +64,22 @@ type scanObservation struct {
 
 func scheduleKey(k types.NamespacedName) string { return "registryscan/" + k.String() }
 
-// Reconcile implements reconcile.Reconciler: fetch, decide whether the schedule is due, list,
-// and patch the status in a deferred step whatever happened.
+// scanRun is one reconcile of a RegistryScan: the object, what the steps observed, and what
+// they found out for the steps after them.
+type scanRun struct {
+	key   types.NamespacedName
+	scan  *securityv1alpha1.RegistryScan
+	obs   scanObservation
+	now   time.Time
+	sched cron.Schedule
+	acc   *access
+}
+
+// scanStep is one step of a reconcile; done ends the reconcile early without an error.
+type scanStep func(ctx context.Context, run *scanRun) (done bool, err error)
+
+// Reconcile implements reconcile.Reconciler: fetch, then the steps in order — schedule, access,
+// suspension, due, listing — and patch the status in a deferred step whatever happened.
 func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	var scan securityv1alpha1.RegistryScan
 	if err := r.Client.Get(ctx, req.NamespacedName, &scan); err != nil {
@@ -75,11 +91,10 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	before := scan.DeepCopy()
-	obs := scanObservation{}
-	now := r.Clock.Now()
+	run := &scanRun{key: req.NamespacedName, scan: &scan, now: r.Clock.Now()}
 	defer func() {
-		obs.Err = retErr
-		setScanConditions(&scan.Status.Conditions, obs, scan.Generation, now)
+		run.obs.Err = retErr
+		setScanConditions(&scan.Status.Conditions, run.obs, scan.Generation, run.now)
 		if !equality.Semantic.DeepEqual(before.Status, scan.Status) {
 			if err := r.Client.Status().Patch(ctx, &scan, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 				retErr = errors.Join(retErr, err)
@@ -87,84 +102,110 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		result, retErr = resultFor(retErr)
 	}()
+	for _, step := range []scanStep{r.reconcileSchedule, r.reconcileAccess, r.reconcileSuspend, r.reconcileDue, r.reconcileListing} {
+		if done, err := step(ctx, run); err != nil || done {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
 
-	spec := string(scan.Spec.Schedule)
+// reconcileSchedule parses the schedule; a bad one stalls the scan.
+func (r *RegistryScanReconciler) reconcileSchedule(_ context.Context, run *scanRun) (bool, error) {
+	spec := string(run.scan.Spec.Schedule)
 	if spec == "" {
 		spec = DefaultScanSchedule
 	}
 	sched, err := cron.ParseStandard(spec)
 	if err != nil {
-		r.Scheduler.Remove(scheduleKey(req.NamespacedName))
-		scan.Status.NextScheduleTime = nil
-		return ctrl.Result{}, stalling("InvalidSchedule", "schedule %q: %v", spec, err)
+		r.Scheduler.Remove(scheduleKey(run.key))
+		run.scan.Status.NextScheduleTime = nil
+		return true, stalling(securityv1alpha1.ReasonInvalidSchedule, "schedule %q: %w", spec, err)
 	}
+	run.sched = sched
+	return false, nil
+}
 
+// reconcileAccess reads the scan's credentials and CA bundle. After a restart it first seeds
+// the Engine with the images the scan's reports list, so they are not garbage-collected before
+// the scan runs again — even when the credentials are broken now.
+func (r *RegistryScanReconciler) reconcileAccess(ctx context.Context, run *scanRun) (bool, error) {
+	spec := run.scan.Spec
 	var credRef, caRef *localSecretRef
-	if c := scan.Spec.CredentialsSecretRef; c != nil {
+	if c := spec.CredentialsSecretRef; c != nil {
 		credRef = &localSecretRef{Name: c.Name, Key: c.Key}
 	}
-	if c := scan.Spec.CABundleSecretRef; c != nil {
+	if c := spec.CABundleSecretRef; c != nil {
 		caRef = &localSecretRef{Name: c.Name, Key: c.Key}
 	}
-	acc, accErr := scanAccess(ctx, r.APIReader, scan.Namespace, credRef, caRef, scan.Spec.Insecure, scan.Spec.Repositories)
-	if accErr != nil && kindOf(accErr) != errStalling {
-		return ctrl.Result{}, accErr
+	acc, err := scanAccess(ctx, r.APIReader, run.scan.Namespace, credRef, caRef, spec.Insecure, spec.Repositories)
+	if err != nil && kindOf(err) != errStalling {
+		return true, err
 	}
-	if !r.Engine.HasScan(req.NamespacedName) {
-		// After a restart: keep what the scan listed last time (its reports) wanted until it
-		// runs again, so reports are not garbage-collected in between.
+	if !r.Engine.HasScan(run.key) {
 		seedAcc := acc
 		if seedAcc == nil {
 			seedAcc = anonymous
 		}
-		if err := r.seed(ctx, &scan, seedAcc); err != nil {
-			return ctrl.Result{}, err
+		if serr := r.seed(ctx, run.scan, seedAcc); serr != nil {
+			return true, serr
 		}
 	}
-	if accErr != nil {
-		return ctrl.Result{}, accErr
-	}
+	run.acc = acc
+	return err != nil, err
+}
 
-	if scan.Spec.Suspend {
-		obs.Suspended = true
-		r.Scheduler.Remove(scheduleKey(req.NamespacedName))
-		scan.Status.NextScheduleTime = nil
-		return ctrl.Result{}, nil
+// reconcileSuspend stops scheduled listing of a suspended scan; its reports are kept.
+func (r *RegistryScanReconciler) reconcileSuspend(_ context.Context, run *scanRun) (bool, error) {
+	if !run.scan.Spec.Suspend {
+		return false, nil
 	}
+	run.obs.Suspended = true
+	r.Scheduler.Remove(scheduleKey(run.key))
+	run.scan.Status.NextScheduleTime = nil
+	return true, nil
+}
 
-	if due, next := scanDue(&scan.Status, scan.Generation, sched, now); !due {
-		r.schedule(req.NamespacedName, next)
-		t := metav1.NewTime(next)
-		scan.Status.NextScheduleTime = &t
-		obs.TagsFound, obs.DigestsFound = int(scan.Status.TagsFound), int(scan.Status.DigestsFound)
-		obs.KeepReady = true
-		return ctrl.Result{}, nil
+// reconcileDue arms the next run when the schedule has not come round yet.
+func (r *RegistryScanReconciler) reconcileDue(_ context.Context, run *scanRun) (bool, error) {
+	st := &run.scan.Status
+	due, next := scanDue(st, run.scan.Generation, run.sched, run.now)
+	if due {
+		return false, nil
 	}
+	r.schedule(run.key, next)
+	t := metav1.NewTime(next)
+	st.NextScheduleTime = &t
+	run.obs.TagsFound, run.obs.DigestsFound, run.obs.KeepReady = int(st.TagsFound), int(st.DigestsFound), true
+	return true, nil
+}
 
-	// One run per due reconcile, even when several ticks were missed while the manager was down.
-	started := metav1.NewTime(now.Truncate(time.Second))
-	scan.Status.LastScheduleTime = &started
-	next := sched.Next(now)
-	r.schedule(req.NamespacedName, next)
+// reconcileListing lists the repositories once — one run per due reconcile, even when several
+// ticks were missed while the manager was down — and hands the images to the Engine.
+func (r *RegistryScanReconciler) reconcileListing(ctx context.Context, run *scanRun) (bool, error) {
+	st := &run.scan.Status
+	started := metav1.NewTime(run.now.Truncate(time.Second))
+	st.LastScheduleTime = &started
+	next := run.sched.Next(run.now)
+	r.schedule(run.key, next)
 	nt := metav1.NewTime(next)
-	scan.Status.NextScheduleTime = &nt
+	st.NextScheduleTime = &nt
 
-	images, tagsFound, skipped, err := r.list(ctx, &scan, acc)
-	obs.Ran, obs.Skipped = true, skipped
+	images, tagsFound, skipped, err := r.list(ctx, run.scan, run.acc)
+	run.obs.Ran, run.obs.Skipped = true, skipped
 	if err != nil {
-		return ctrl.Result{}, err
+		return true, err
 	}
-	r.Engine.SetScanImages(req.NamespacedName, scan.UID, images, acc)
+	r.Engine.SetScanImages(run.key, run.scan.UID, images, run.acc)
 	digests := map[string]bool{}
 	for _, im := range images {
 		digests[im.Image.Digest] = true
 	}
-	obs.TagsFound, obs.DigestsFound = tagsFound, len(digests)
-	scan.Status.LastSuccessfulTime = &started
-	scan.Status.TagsFound = int32(tagsFound)
-	scan.Status.DigestsFound = int32(len(digests))
-	scan.Status.ObservedGeneration = scan.Generation
-	return ctrl.Result{}, nil
+	run.obs.TagsFound, run.obs.DigestsFound = tagsFound, len(digests)
+	st.LastSuccessfulTime = &started
+	st.TagsFound, st.DigestsFound = int32(tagsFound), int32(len(digests))
+	st.ObservedGeneration = run.scan.Generation
+	return true, nil
 }
 
 // scanDue decides whether a scan lists now: it never ran, its last run failed, its spec changed,
@@ -187,11 +228,6 @@ func (r *RegistryScanReconciler) schedule(k types.NamespacedName, at time.Time) 
 	})
 }
 
-// Trigger queues a reconcile of the scan, as its schedule coming due does.
-func (r *RegistryScanReconciler) Trigger(k types.NamespacedName) {
-	r.Kick <- event.GenericEvent{Object: &securityv1alpha1.RegistryScan{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}}
-}
-
 // seed hands the Engine the digests of the scan's existing reports.
 func (r *RegistryScanReconciler) seed(ctx context.Context, scan *securityv1alpha1.RegistryScan, acc *access) error {
 	var list securityv1alpha1.ImageTrustReportList
@@ -212,29 +248,21 @@ func (r *RegistryScanReconciler) seed(ctx context.Context, scan *securityv1alpha
 // list lists, filters and resolves every repository's tags. Any error fails the whole run so
 // the Engine keeps the previous run's digests (a flaky registry must not drop reports).
 func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha1.RegistryScan, acc *access) ([]ScanImage, int, []string, error) {
-	rc, err := r.Engine.pool.registryFor(acc)
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	sc, err := r.Engine.pool.get(acc)
+	sc, err := r.Pool.get(acc)
 	if err != nil {
 		return nil, 0, nil, err
 	}
 	f := scan.Spec.TagFilter
-	filter := registry.TagFilter{Include: f.Include, Exclude: f.Exclude, Semver: f.Semver, Latest: int(f.Latest)}
-	if _, err := registry.FilterTags(nil, filter); err != nil {
-		return nil, 0, nil, stalling("InvalidTagFilter", "tagFilter: %v", err)
+	filter := scanner.TagFilter{Include: f.Include, Exclude: f.Exclude, Semver: f.Semver, Latest: int(f.Latest)}
+	if err := scanner.ValidateTagFilter(filter); err != nil {
+		return nil, 0, nil, stalling(securityv1alpha1.ReasonInvalidTagFilter, "tagFilter: %w", err)
 	}
 	type job struct{ repo, tag string }
 	var jobs []job
 	for _, repo := range scan.Spec.Repositories {
-		tags, err := rc.ListTags(ctx, repo)
+		kept, err := sc.ListTags(ctx, repo, filter)
 		if err != nil {
 			return nil, 0, nil, classifyRegistryError(err)
-		}
-		kept, err := registry.FilterTags(tags, filter)
-		if err != nil {
-			return nil, 0, nil, stalling("InvalidTagFilter", "tagFilter: %v", err)
 		}
 		for _, t := range kept {
 			jobs = append(jobs, job{repo, t})
@@ -259,7 +287,7 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case errors.Is(err, registry.ErrPlatformNotFound), err != nil && registry.IsNotFound(err):
+			case errors.Is(err, scanner.ErrPlatformNotFound), scanner.Classify(err) == scanner.ErrorNotFound:
 				skipped = append(skipped, j.repo+":"+j.tag)
 			case err != nil:
 				errs = append(errs, err)
@@ -290,14 +318,13 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 // classifyRegistryError turns refusals a person must fix into stalling errors; everything else
 // is retried with backoff.
 func classifyRegistryError(err error) error {
-	msg := registry.SanitizeText(err.Error())
-	switch {
-	case registry.IsUnauthorized(err):
-		return stalling("RegistryAccessDenied", "registry refused access (check credentialsSecretRef): %s", msg)
-	case registry.IsNotFound(err):
-		return stalling("RepositoryNotFound", "%s", msg)
+	switch scanner.Classify(err) {
+	case scanner.ErrorUnauthorized:
+		return stalling(securityv1alpha1.ReasonRegistryAccessDenied, "registry refused access (check credentialsSecretRef): %w", err)
+	case scanner.ErrorNotFound:
+		return stalling(securityv1alpha1.ReasonRepositoryNotFound, "%w", err)
 	}
-	return errors.New(msg)
+	return err
 }
 
 // setScanConditions derives a RegistryScan's conditions from the observation.
@@ -306,34 +333,46 @@ func setScanConditions(conds *[]metav1.Condition, o scanObservation, gen int64, 
 	switch {
 	case errors.As(o.Err, &st):
 		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, st.Reason, st.Message, gen, now)
-		removeCondition(conds, securityv1alpha1.ConditionReconciling)
+		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionReconciling)
 		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, st.Reason, st.Message, gen, now)
 	case o.Err != nil:
-		msg := registry.SanitizeText(o.Err.Error())
-		removeCondition(conds, securityv1alpha1.ConditionStalled)
-		setCondition(conds, securityv1alpha1.ConditionReconciling, metav1.ConditionTrue, "ProgressingWithRetry", msg, gen, now)
-		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, "ListingFailed", msg, gen, now)
+		// any error of the reconcile lands here, not only the scanner's (which are redacted)
+		msg := scanner.Redact(o.Err.Error())
+		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionStalled)
+		setCondition(conds, securityv1alpha1.ConditionReconciling, metav1.ConditionTrue, securityv1alpha1.ReasonProgressingWithRetry, msg, gen, now)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonListingFailed, msg, gen, now)
 	default:
-		removeCondition(conds, securityv1alpha1.ConditionStalled)
-		removeCondition(conds, securityv1alpha1.ConditionReconciling)
-		if o.KeepReady && conditionIs(*conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, "Succeeded") {
+		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionStalled)
+		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionReconciling)
+		if o.KeepReady && readySucceeded(*conds) {
 			break
 		}
-		if o.Suspended {
-			setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, "Suspended", "scheduled listing is suspended; existing reports are kept", gen, now)
-		} else {
-			msg := fmt.Sprintf("%d tags, %d digests", o.TagsFound, o.DigestsFound)
-			if len(o.Skipped) > 0 {
-				shown := o.Skipped
-				if len(shown) > 5 {
-					shown = shown[:5]
-				}
-				msg += fmt.Sprintf("; %d tags skipped (requested platform missing or tag gone): %s", len(o.Skipped), strings.Join(shown, ", "))
-			}
-			setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, "Succeeded", msg, gen, now)
-		}
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, scanReadyReason(o), scanReadyMessage(o), gen, now)
 	}
-	sort.Slice(*conds, func(i, j int) bool { return (*conds)[i].Type < (*conds)[j].Type })
+	sortConditions(*conds)
+}
+
+func readySucceeded(conds []metav1.Condition) bool {
+	c := meta.FindStatusCondition(conds, securityv1alpha1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == securityv1alpha1.ReasonSucceeded
+}
+
+func scanReadyReason(o scanObservation) string {
+	if o.Suspended {
+		return securityv1alpha1.ReasonSuspended
+	}
+	return securityv1alpha1.ReasonSucceeded
+}
+
+func scanReadyMessage(o scanObservation) string {
+	if o.Suspended {
+		return "scheduled listing is suspended; existing reports are kept"
+	}
+	msg := fmt.Sprintf("%d tags, %d digests", o.TagsFound, o.DigestsFound)
+	if len(o.Skipped) > 0 {
+		msg += fmt.Sprintf("; %d tags skipped (requested platform missing or tag gone): %s", len(o.Skipped), strings.Join(firstN(o.Skipped, 5), ", "))
+	}
+	return msg
 }
 
 // resultFor turns a typed error into the controller's result: stalling errors are not retried
@@ -349,13 +388,4 @@ func resultFor(err error) (ctrl.Result, error) {
 		return ctrl.Result{RequeueAfter: w.RequeueAfter}, nil
 	}
 	return ctrl.Result{}, err
-}
-
-func conditionIs(conds []metav1.Condition, typ string, status metav1.ConditionStatus, reason string) bool {
-	for _, c := range conds {
-		if c.Type == typ {
-			return c.Status == status && c.Reason == reason
-		}
-	}
-	return false
 }

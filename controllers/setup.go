@@ -1,8 +1,13 @@
-// Package controllers runs imagetrust in a cluster: it watches pods, RegistryScans and
-// ImageTrustPolicies, drives the scanner library through one work queue keyed by image
-// (repository and digest),
-// and writes ImageTrustReports, events and metrics. No scanning logic lives here; everything
-// about images is the scanner package's business.
+// Package controllers runs imagetrust in a cluster: it translates pods, RegistryScans,
+// namespaces and ImageTrustPolicies into calls on the scanner library's front door (package
+// scanner), through one work queue keyed by image (repository and digest), and writes
+// ImageTrustReports, events and metrics. Verifying, fetching SBOMs, matching and judging are
+// the scanner's business; this package decides what is wanted, when, and what to write.
+//
+// The parts: demand (what is wanted, handed to each pass as an imageScope), the results store
+// and the pass (verify → sbom → match → commit), the match memo and fleet rematches, report
+// status (pure builders) and report writing (ledger, create/patch, GC, events). This file wires
+// them into a manager.
 package controllers
 
 import (
@@ -13,9 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -31,9 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
-	"github.com/imagetrust/imagetrust/scanner/registry"
-	"github.com/imagetrust/imagetrust/scanner/sbom"
-	"github.com/imagetrust/imagetrust/scanner/vulndb"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // Reports and events. Secrets are read (get) only where a RegistryScan or a
@@ -78,15 +79,15 @@ type Options struct {
 	DefaultPlatform string
 	// Registry are the base registry client options (rate limits, insecure hosts). Observe is
 	// chained after the metrics hook.
-	Registry registry.Options
+	Registry scanner.RegistryOptions
 	// DB is the vulnerability DB manager (required).
-	DB *vulndb.Manager
+	DB *scanner.DB
 	// DBSource configures loading and updating DB.
 	DBSource DBOptions
 	// Cache is the SBOM cache (required: rematching without registry traffic depends on it).
-	Cache *sbom.Cache
+	Cache *scanner.SBOMCache
 	// Generator overrides the Syft SBOM generator (nil: the scanner's default).
-	Generator sbom.Source
+	Generator scanner.SBOMSource
 	// Clock defaults to the wall clock.
 	Clock Clock
 	// Events overrides the manager's event recorder.
@@ -169,29 +170,65 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	log := ctrl.Log.WithName("imagetrust")
 	if err := setupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
-	regOpts := opts.Registry
-	observe := regOpts.Observe
-	regOpts.Observe = func(host, method string, code int, d time.Duration) {
-		ObserveRegistryRequest(host, method, code, d)
-		if observe != nil {
-			observe(host, method, code, d)
-		}
-	}
+	log := ctrl.Log.WithName("imagetrust")
 	sched := NewScheduler(opts.Clock, opts.SchedulerInterval)
-	pool := newScannerPool(regOpts, opts.DB, opts.Cache, opts.MaxFindings, opts.Clock.Now)
+	pool := newScannerPool(observed(opts.Registry), opts.DB, opts.Cache, opts.MaxFindings, opts.Clock.Now)
 	pool.generator = opts.Generator
 	events := opts.Events
 	if events == nil {
 		events = mgr.GetEventRecorder("imagetrust")
 	}
-	engine := newEngine(mgr.GetClient(), mgr.GetAPIReader(), events, opts, sched, pool, log.WithName("engine"))
-	db := newDBRunner(opts.DB, opts.DBSource, engine, sched, opts.Clock, log.WithName("vulndb"))
-	ctrls := &Controllers{Engine: engine, Scheduler: sched, db: db}
+	writer := &reportWriter{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), events: events, metrics: newEngineMetrics(),
+		clock: opts.Clock, maxFindings: opts.MaxFindings, refresh: opts.StatusRefreshInterval, written: map[reportKey]string{}}
+	engine := newEngine(writer, opts, sched, pool, log.WithName("engine"))
+	ctrls := &Controllers{Engine: engine, Scheduler: sched, db: newDBRunner(opts.DB, opts.DBSource, engine, sched, opts.Clock, log.WithName("vulndb"))}
+	nss, err := ctrls.addReconcilers(mgr, opts, pool)
+	if err != nil {
+		return nil, err
+	}
+	// Before the first image is worked on: the DB load has been attempted, every policy is
+	// compiled and namespace labels are known, so startup does not assess everything twice.
+	engine.beforeStart = func(ctx context.Context) error {
+		select {
+		case <-ctrls.db.initialized:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := ctrls.Policies.loadAll(ctx); err != nil {
+			return err
+		}
+		if err := nss.loadAll(ctx); err != nil {
+			return err
+		}
+		return writer.watchReports(ctx, mgr.GetCache(), func(k reportKey) {
+			if engine.demand.wantedIn(k) {
+				engine.enqueue(k.image())
+			}
+		})
+	}
+	if err := ctrls.addRunnables(mgr); err != nil {
+		return nil, err
+	}
+	return ctrls, addHealthChecks(mgr, opts.DB)
+}
 
+// observed chains the registry metrics hook before the caller's Observe.
+func observed(o scanner.RegistryOptions) scanner.RegistryOptions {
+	next := o.Observe
+	o.Observe = func(host, method string, code int, d time.Duration) {
+		ObserveRegistryRequest(host, method, code, d)
+		if next != nil {
+			next(host, method, code, d)
+		}
+	}
+	return o
+}
+
+// addReconcilers adds the pod, namespace, RegistryScan and policy controllers.
+func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *scannerPool) (*NamespaceReconciler, error) {
 	ctrlOpts := func(workers int) controller.Options {
 		o := controller.Options{MaxConcurrentReconciles: workers}
 		if opts.SkipNameValidation {
@@ -199,74 +236,59 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 		}
 		return o
 	}
-
-	pods := &PodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine}
+	engine, cl, reader := c.Engine, mgr.GetClient(), mgr.GetAPIReader()
+	pods := &PodReconciler{Client: cl, APIReader: reader, Engine: engine, Pool: pool, Clock: opts.Clock, DefaultPlatform: opts.DefaultPlatform}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("pod").For(&corev1.Pod{}).
 		WithOptions(ctrlOpts(opts.PodConcurrency)).Complete(pods); err != nil {
 		return nil, err
 	}
-	nss := &NamespaceReconciler{Client: mgr.GetClient(), Engine: engine}
+	nss := &NamespaceReconciler{Client: cl, Engine: engine}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("namespace").For(&corev1.Namespace{}, builder.OnlyMetadata).
 		WithOptions(ctrlOpts(1)).Complete(nss); err != nil {
 		return nil, err
 	}
-
-	scans := &RegistryScanReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine,
-		Clock: opts.Clock, Scheduler: sched, Kick: make(chan event.GenericEvent, 64)}
-	ctrls.RegistryScans = scans
+	c.RegistryScans = &RegistryScanReconciler{Client: cl, APIReader: reader, Engine: engine, Pool: pool,
+		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64)}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("registryscan").
 		For(&securityv1alpha1.RegistryScan{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToScans(mgr.GetClient()))).
-		WatchesRawSource(source.Channel(scans.Kick, &handler.EnqueueRequestForObject{})).
-		WithOptions(ctrlOpts(2)).Complete(scans); err != nil {
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToScans(cl))).
+		WatchesRawSource(source.Channel(c.RegistryScans.Kick, &handler.EnqueueRequestForObject{})).
+		WithOptions(ctrlOpts(2)).Complete(c.RegistryScans); err != nil {
 		return nil, err
 	}
-
-	pols := &PolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine,
-		Clock: opts.Clock, Scheduler: sched, Kick: make(chan event.GenericEvent, 64)}
-	ctrls.Policies = pols
+	c.Policies = &PolicyReconciler{Client: cl, APIReader: reader, Engine: engine,
+		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64)}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("imagetrustpolicy").
 		For(&securityv1alpha1.ImageTrustPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToPolicies(mgr.GetClient()))).
-		WatchesRawSource(source.Channel(pols.Kick, &handler.EnqueueRequestForObject{})).
-		WithOptions(ctrlOpts(1)).Complete(pols); err != nil {
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToPolicies(cl))).
+		WatchesRawSource(source.Channel(c.Policies.Kick, &handler.EnqueueRequestForObject{})).
+		WithOptions(ctrlOpts(1)).Complete(c.Policies); err != nil {
 		return nil, err
 	}
+	return nss, nil
+}
 
-	// Before the first digest is worked on: the DB load has been attempted, every policy is
-	// compiled and namespace labels are known, so startup does not assess everything twice.
-	engine.beforeStart = func(ctx context.Context) error {
-		select {
-		case <-db.initialized:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err := pols.loadAll(ctx); err != nil {
-			return err
-		}
-		if err := engine.loadNamespaces(ctx); err != nil {
-			return err
-		}
-		return engine.watchReports(ctx, mgr.GetCache())
-	}
-
-	for _, r := range []manager.Runnable{sched, engine, db} {
+// addRunnables adds the scheduler, the Engine, the DB runner and the GC to the manager.
+func (c *Controllers) addRunnables(mgr manager.Manager) error {
+	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db} {
 		if err := mgr.Add(r); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		engine.armGC(ctx)
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		c.Engine.armGC(ctx)
 		<-ctx.Done()
 		return nil
-	})); err != nil {
-		return nil, err
-	}
+	}))
+}
+
+// addHealthChecks makes the manager ready once the DB is loaded and the caches synced.
+func addHealthChecks(mgr manager.Manager, db *scanner.DB) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
+		return err
 	}
 	if err := mgr.AddReadyzCheck("vulndb", func(*http.Request) error {
-		if st := opts.DB.Status(); !st.Loaded() {
+		if st := db.Status(); !st.Loaded() {
 			if st.Err != "" {
 				return fmt.Errorf("vulnerability DB not loaded: %s", st.Err)
 			}
@@ -274,19 +296,16 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+	return mgr.AddReadyzCheck("caches", func(req *http.Request) error {
 		c, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if !mgr.GetCache().WaitForCacheSync(c) {
 			return errors.New("informer caches not synced")
 		}
 		return nil
-	}); err != nil {
-		return nil, err
-	}
-	return ctrls, nil
+	})
 }
 
 func setupIndexes(ctx context.Context, mgr manager.Manager) error {
@@ -353,103 +372,4 @@ func secretToPolicies(c client.Client) handler.MapFunc {
 		}
 		return out
 	}
-}
-
-// loadAll compiles every policy and installs them at once.
-func (r *PolicyReconciler) loadAll(ctx context.Context) error {
-	var list securityv1alpha1.ImageTrustPolicyList
-	if err := r.Client.List(ctx, &list); err != nil {
-		return err
-	}
-	compiled := map[string]*compiledPolicy{}
-	for i := range list.Items {
-		cp, err := compilePolicy(ctx, r.APIReader, &list.Items[i])
-		if err != nil {
-			return err
-		}
-		compiled[cp.Name] = cp
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.compiled == nil {
-		r.compiled, r.lastVerified = map[string]*compiledPolicy{}, map[string]time.Time{}
-	}
-	for k, v := range compiled {
-		if _, ok := r.compiled[k]; !ok {
-			r.compiled[k] = v
-		}
-	}
-	r.install()
-	return nil
-}
-
-// loadNamespaces records every namespace's labels, through the same metadata-only informer
-// the namespace controller uses.
-func (e *Engine) loadNamespaces(ctx context.Context) error {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	if err := e.client.List(ctx, list); err != nil {
-		return err
-	}
-	for _, ns := range list.Items {
-		e.SetNamespaceLabels(ns.Name, nonNil(ns.Labels))
-	}
-	return nil
-}
-
-func nonNil(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
-}
-
-// watchReports requeues an image when someone deletes or edits one of its reports, so the
-// report comes back (or is corrected) without waiting for the next schedule.
-func (e *Engine) watchReports(ctx context.Context, c cache.Cache) error {
-	inf, err := c.GetInformer(ctx, &securityv1alpha1.ImageTrustReport{})
-	if err != nil {
-		return err
-	}
-	requeue := func(obj interface{}, deleted bool) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		r, ok := obj.(*securityv1alpha1.ImageTrustReport)
-		if !ok {
-			return
-		}
-		k := reportKeyOf(r)
-		e.mu.Lock()
-		ent := e.images[k.image()]
-		wanted := ent != nil && e.wantedInLocked(ent, k.Namespace)
-		if deleted {
-			delete(e.written, k)
-		} else if e.written[k] == r.Status.ContentHash || r.Status.ContentHash == "" {
-			wanted = false
-		}
-		e.mu.Unlock()
-		if wanted {
-			e.enqueue(k.image())
-		}
-	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, obj interface{}) { requeue(obj, false) },
-		DeleteFunc: func(obj interface{}) { requeue(obj, true) },
-	})
-	return err
-}
-
-// armGC schedules CollectGarbage every GCInterval.
-func (e *Engine) armGC(ctx context.Context) {
-	e.sched.Set("gc", e.clock.Now().Add(e.opts.GCInterval), func() {
-		go func() {
-			if n, err := e.CollectGarbage(ctx); err != nil {
-				e.log.Error(err, "deleting unwanted reports")
-			} else if n > 0 {
-				e.log.Info("deleted reports no workload or scan uses any more", "count", n)
-			}
-		}()
-		e.armGC(ctx)
-	})
 }

@@ -323,7 +323,7 @@ func TestScanConditions(t *testing.T) {
 
 func TestPolicyConditions(t *testing.T) {
 	var conds []metav1.Condition
-	setPolicyConditions(&conds, &compiledPolicy{Generation: 2, Problems: []string{"authority k: Secret ns/s not found"}}, time.Now())
+	setPolicyConditions(&conds, &compiledPolicy{Generation: 2, Scanner: scanner.Policy{Problems: []string{"authority k: Secret ns/s not found"}}}, time.Now())
 	if got := condMap(conds); fmt.Sprint(got) != fmt.Sprint(map[string]string{"Ready": "False/InvalidConfiguration", "Stalled": "True/InvalidConfiguration"}) {
 		t.Fatalf("stalled policy conditions = %v", got)
 	}
@@ -354,9 +354,10 @@ func sampleInput(findings []vulndb.Finding) *reportInput {
 			SBOM: &sbom.SBOM{Source: sbom.SourceAttested, Format: sbom.FormatSPDXJSON, Packages: 40, Digest: "sha256:" + hexB},
 			Scan: scan,
 		},
-		verdict:     policy.Combined{Verdict: policy.Trusted, Policies: []string{"p"}},
-		authorities: []string{"p/release"},
-		scannedAt:   at,
+		// a policy with the signing authority and no requirements: Trusted
+		policies:  []scanner.Policy{{Policy: policy.Policy{Name: "p", Authorities: []string{"p/release"}}, AuthorityConfigs: []verify.Authority{{Name: "p/release"}}}},
+		now:       at,
+		scannedAt: at,
 	}
 }
 
@@ -399,12 +400,12 @@ func TestContentHashIgnoresTimestamps(t *testing.T) {
 	changes := map[string]func(*reportInput){
 		"new finding":      func(in *reportInput) { in.assessment.Scan.Findings = manyFindings(13) },
 		"signature state":  func(in *reportInput) { in.assessment.Verification.Signature.State = verify.Unsigned },
-		"verdict":          func(in *reportInput) { in.verdict.Verdict = policy.Untrusted },
+		"verdict":          func(in *reportInput) { in.policies[0].AllowedRegistries = []string{"other.example"} },
 		"new workload":     func(in *reportInput) { in.view.total = 2 },
 		"tag":              func(in *reportInput) { in.view.tags = []string{"1.0"} },
 		"db built":         func(in *reportInput) { in.assessment.Scan.DB.Built = in.assessment.Scan.DB.Built.Add(time.Hour) },
 		"sbom source":      func(in *reportInput) { in.assessment.SBOM.Source = sbom.SourceGenerated },
-		"retrying problem": func(in *reportInput) { in.retry = "registry down" },
+		"retrying problem": func(in *reportInput) { in.problems = errors.New("registry down") },
 	}
 	for name, mutate := range changes {
 		in := sampleInput(manyFindings(12))
@@ -539,58 +540,6 @@ func TestNotifyNeverLeaksCredentials(t *testing.T) {
 	}
 }
 
-func TestSignatureStatusPerNamespace(t *testing.T) {
-	v := scanner.Verification{Signature: verify.SignatureResult{State: verify.Verified, Signers: []verify.Signer{
-		{Authority: "a/key", KeyFingerprint: "SHA256:1"}, {Authority: "b/key", KeyFingerprint: "SHA256:2"},
-	}}}
-	tests := []struct {
-		name  string
-		auths []string
-		state securityv1alpha1.SignatureState
-		n     int
-	}{
-		{"no policy here", nil, securityv1alpha1.SignatureNotRequired, 0},
-		{"own authority signed", []string{"a/key"}, securityv1alpha1.SignatureVerified, 1},
-		{"only another namespace's authority signed", []string{"c/key"}, securityv1alpha1.SignatureInvalid, 0},
-		{"both", []string{"a/key", "b/key"}, securityv1alpha1.SignatureVerified, 2},
-	}
-	for _, tt := range tests {
-		got := signatureStatus(v, tt.auths)
-		if got.State != tt.state || len(got.Signers) != tt.n {
-			t.Errorf("%s: state %s signers %d, want %s %d", tt.name, got.State, len(got.Signers), tt.state, tt.n)
-		}
-	}
-}
-
-func TestEvaluateWithStalledPolicy(t *testing.T) {
-	a := &scanner.Assessment{Image: scanner.Image{Repository: "r.example/app"},
-		Verification: scanner.Verification{Signature: verify.SignatureResult{State: verify.Verified, Signers: []verify.Signer{{Authority: "ok/key"}}}}}
-	okPol := &compiledPolicy{Name: "ok", Scanner: scanner.Policy{Policy: policy.Policy{Name: "ok", RequireSignature: true, Authorities: []string{"ok/key"}}}}
-	badPol := &compiledPolicy{Name: "bad", Problems: []string{"authority key: Secret ns/k not found"},
-		Scanner: scanner.Policy{Policy: policy.Policy{Name: "bad", RequireSignature: true}}}
-	failPol := &compiledPolicy{Name: "strict", Scanner: scanner.Policy{Policy: policy.Policy{Name: "strict", AllowedRegistries: []string{"other.example"}}}}
-
-	c := evaluate([]*compiledPolicy{okPol}, a, time.Now())
-	if c.Verdict != policy.Trusted {
-		t.Fatalf("healthy policy verdict = %s", c.Verdict)
-	}
-	c = evaluate([]*compiledPolicy{okPol, badPol}, a, time.Now())
-	if c.Verdict != policy.Unknown || strings.Join(c.Policies, ",") != "bad,ok" {
-		t.Fatalf("stalled policy: verdict %s policies %v", c.Verdict, c.Policies)
-	}
-	if msg := c.Results[0].Failures[0].Message; msg != "policy cannot be enforced: authority key: Secret ns/k not found" {
-		t.Fatalf("stalled policy reason = %q", msg)
-	}
-	c = evaluate([]*compiledPolicy{badPol, failPol}, a, time.Now())
-	if c.Verdict != policy.Untrusted {
-		t.Fatalf("a failing healthy policy must keep Untrusted, got %s", c.Verdict)
-	}
-	c = evaluate(nil, a, time.Now())
-	if c.Verdict != policy.Unknown || len(c.Policies) != 0 {
-		t.Fatalf("no policy: %+v", c)
-	}
-}
-
 func TestSchedulerRunsDueJobsInOrder(t *testing.T) {
 	clk := &FakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := NewScheduler(clk, time.Millisecond)
@@ -721,5 +670,39 @@ func TestScanDue(t *testing.T) {
 	st := securityv1alpha1.RegistryScanStatus{ObservedGeneration: 1, LastScheduleTime: at("2026-05-01T13:00:00Z"), LastSuccessfulTime: at("2026-05-01T13:00:00Z")}
 	if due, next := scanDue(&st, 1, sched, now.Add(time.Minute)); due || next.Format(time.RFC3339) != "2026-05-01T18:00:00Z" {
 		t.Errorf("after the catch-up run: due %v next %v", due, next)
+	}
+}
+
+// Each condition setter derives its condition from the observation alone (cluster-api style):
+// one table per setter, no client.
+func TestConditionSetters(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	type setter func(*[]metav1.Condition, observation, int64, time.Time)
+	tests := []struct {
+		name   string
+		set    setter
+		typ    string
+		mutate func(*observation)
+		want   string
+	}{
+		{"signature verified", setSignatureCondition, "SignatureVerified", func(*observation) {}, "True/Verified"},
+		{"signature invalid", setSignatureCondition, "SignatureVerified", func(o *observation) { o.SignatureState = securityv1alpha1.SignatureInvalid }, "False/Invalid"},
+		{"sbom generated", setSBOMCondition, "SBOMAvailable", func(o *observation) { o.SBOMSource = securityv1alpha1.SBOMGenerated }, "True/Generated"},
+		{"sbom none", setSBOMCondition, "SBOMAvailable", func(o *observation) { o.SBOMSource = "" }, "False/NoSBOM"},
+		{"scanned", setScannedCondition, "Scanned", func(*observation) {}, "True/Matched"},
+		{"db stale", setScannedCondition, "Scanned", func(o *observation) { o.Scanned, o.ScanProblem = false, securityv1alpha1.ReasonDBStale }, "False/DBStale"},
+		{"ready", setReadiness, "Ready", func(*observation) {}, "True/Succeeded"},
+		{"stalled", setReadiness, "Stalled", func(o *observation) { o.Stalled, o.StalledReason = "denied", securityv1alpha1.ReasonRegistryAccessDenied }, "True/RegistryAccessDenied"},
+		{"retrying", setReadiness, "Reconciling", func(o *observation) { o.Retrying = "503" }, "True/ProgressingWithRetry"},
+		{"match failed", setReadiness, "Ready", func(o *observation) { o.Scanned, o.ScanProblem = false, securityv1alpha1.ReasonMatchFailed }, "False/MatchFailed"},
+	}
+	for _, tt := range tests {
+		o := baseObservation()
+		tt.mutate(&o)
+		var conds []metav1.Condition
+		tt.set(&conds, o, 3, now)
+		if got := condMap(conds)[tt.typ]; got != tt.want {
+			t.Errorf("%s: %s = %q, want %q", tt.name, tt.typ, got, tt.want)
+		}
 	}
 }

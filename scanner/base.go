@@ -12,6 +12,8 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/verify"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Where an image declares its base: the OCI annotations (set by BuildKit and most builders on
@@ -37,18 +39,18 @@ func (s *Scanner) metadata(ctx context.Context, ref name.Digest) (imageMeta, err
 	}
 	img, err := remote.Image(ref, s.remoteOptions(ctx)...)
 	if err != nil {
-		return m, registry.SanitizeError(err)
+		return m, redact.Error(err)
 	}
 	manifest, err := img.Manifest()
 	if err != nil {
-		return m, fmt.Errorf("reading manifest of %s: %w", ref.DigestStr(), registry.SanitizeError(err))
+		return m, fmt.Errorf("reading manifest of %s: %w", ref.DigestStr(), redact.Error(err))
 	}
 	m.baseName = manifest.Annotations[AnnotationBaseName]
 	m.baseDigest = manifest.Annotations[AnnotationBaseDigest]
 	if m.baseName == "" {
 		cfg, err := img.ConfigFile()
 		if err != nil {
-			return m, fmt.Errorf("reading config of %s: %w", ref.DigestStr(), registry.SanitizeError(err))
+			return m, fmt.Errorf("reading config of %s: %w", ref.DigestStr(), redact.Error(err))
 		}
 		m.baseName = cfg.Config.Labels[LabelBaseImage]
 	}

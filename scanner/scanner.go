@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
@@ -52,7 +53,14 @@ type Policy struct {
 	SBOMSources []string
 	// AllowUnsignedReferrers accepts referrer SBOMs that no authority signed.
 	AllowUnsignedReferrers bool
+	// Problems are configuration errors a person must fix (a key that does not parse, a
+	// missing Secret). A policy with problems still applies, but it cannot be enforced: its
+	// verdict is Unknown with the problems as the reason, never Trusted.
+	Problems []string
 }
+
+// Stalled reports whether a person must fix the policy before it can be enforced.
+func (p Policy) Stalled() bool { return len(p.Problems) > 0 }
 
 // Config wires the pipeline's parts.
 type Config struct {
@@ -180,7 +188,7 @@ type Verification struct {
 	CheckedAt time.Time `json:"checkedAt"`
 	// attestedSBOM is an SBOM from a verified attestation, handed to the SBOM phase.
 	attestedSBOM *sbom.SBOM
-	// attestationsErr is set when attestations could not be fetched.
+	// attestationsReason says why no SBOM came from the attestations (none, or not fetched).
 	attestationsReason string
 }
 
@@ -266,8 +274,6 @@ func (s *Scanner) readAttestations(img Image, att verify.AttestationResult) (Pro
 // SBOMResult is the SBOM phase's outcome.
 type SBOMResult struct {
 	SBOM *sbom.SBOM
-	// FromCache is true when no source had to be asked.
-	FromCache bool
 	// Reason explains a fallback or failure.
 	Reason string
 }
@@ -286,16 +292,28 @@ func (s *Scanner) SBOM(ctx context.Context, img Image, pols []Policy, v Verifica
 }
 
 func (s *Scanner) sbom(ctx context.Context, img Image, pols []Policy, v Verification) (SBOMResult, error) {
-	if s.cfg.Cache != nil {
-		cached, ok, err := s.cfg.Cache.Get(img.Digest)
-		if err == nil && ok && (cached.Source == sbom.SourceAttested || v.attestedSBOM == nil) {
-			return SBOMResult{SBOM: cached, FromCache: true, Reason: cached.Note}, nil
-		}
-	}
 	ref, err := img.Ref()
 	if err != nil {
-		return SBOMResult{}, err
+		return SBOMResult{Reason: err.Error()}, err
 	}
+	var src sbom.Source = s.sources(pols, v)
+	if s.cfg.Cache != nil {
+		src = sbom.CachedSource{Cache: s.cfg.Cache, Next: src, Accept: func(cached *sbom.SBOM) bool {
+			// a verified attestation at hand beats a cached SBOM from a weaker source
+			return cached.Source == sbom.SourceAttested || v.attestedSBOM == nil
+		}}
+	}
+	doc, err := src.Fetch(ctx, ref)
+	if err != nil {
+		err = redactErr(err)
+		return SBOMResult{Reason: err.Error()}, err
+	}
+	return SBOMResult{SBOM: doc, Reason: redact.Text(doc.Note)}, nil
+}
+
+// sources is the chain of SBOM sources in the order of the first policy (the default order
+// when there is none).
+func (s *Scanner) sources(pols []Policy, v Verification) sbom.Chain {
 	order := DefaultSBOMSources
 	allowUnsigned := false
 	if len(pols) > 0 {
@@ -312,7 +330,7 @@ func (s *Scanner) sbom(ctx context.Context, img Image, pols []Policy, v Verifica
 			chain.Sources = append(chain.Sources, attestedSource{sbom: v.attestedSBOM, reason: v.attestationsReason})
 		case SourceReferrer:
 			chain.Sources = append(chain.Sources, &sbom.ReferrerSource{
-				RemoteOptions: s.cfg.Registry.RemoteOptions(ctx),
+				RemoteOptions: s.cfg.Registry.RemoteOptions(context.Background()),
 				AllowUnsigned: allowUnsigned,
 				Trust: func(ctx context.Context, artifact name.Digest) error {
 					if len(auths) == 0 {
@@ -329,16 +347,7 @@ func (s *Scanner) sbom(ctx context.Context, img Image, pols []Policy, v Verifica
 			chain.Sources = append(chain.Sources, s.generator)
 		}
 	}
-	doc, err := chain.Fetch(ctx, ref)
-	if err != nil {
-		return SBOMResult{Reason: err.Error()}, err
-	}
-	if s.cfg.Cache != nil {
-		if err := s.cfg.Cache.Put(doc); err != nil {
-			doc.Note = joinReason(doc.Note, "not cached: "+err.Error())
-		}
-	}
-	return SBOMResult{SBOM: doc, Reason: doc.Note}, nil
+	return chain
 }
 
 type attestedSource struct {
@@ -364,6 +373,23 @@ type Summary struct {
 	Negligible int `json:"negligible"`
 	Unknown    int `json:"unknown"`
 	Fixable    int `json:"fixable"`
+}
+
+// Count is the number of findings of one severity.
+func (s Summary) Count(sev string) int {
+	switch severity.Normalize(sev) {
+	case severity.Critical:
+		return s.Critical
+	case severity.High:
+		return s.High
+	case severity.Medium:
+		return s.Medium
+	case severity.Low:
+		return s.Low
+	case severity.Negligible:
+		return s.Negligible
+	}
+	return s.Unknown
 }
 
 // Total is the number of findings.
@@ -412,10 +438,18 @@ func (s *Scanner) Match(ctx context.Context, doc *sbom.SBOM) (*Scan, error) {
 	}
 	res, err := s.cfg.DB.Match(ctx, doc.Document)
 	if err != nil {
-		return nil, err
+		return nil, redactErr(err)
 	}
-	return &Scan{Findings: res.Findings, Summary: Summarize(res.Findings), DB: res.DB, Packages: res.Packages, ScannedAt: s.cfg.Now()}, nil
+	return newScan(res, s.cfg.Now()), nil
 }
+
+// newScan is the Scan of one DB match result.
+func newScan(r *vulndb.MatchResult, at time.Time) *Scan {
+	return &Scan{Findings: r.Findings, Summary: Summarize(r.Findings), DB: r.DB, Packages: r.Packages, ScannedAt: at}
+}
+
+// redactErr is err with a redacted message, the original kept for errors.Is/As.
+func redactErr(err error) error { return redact.Error(err) }
 
 // Assessment is the full result for one platform image.
 type Assessment struct {
@@ -456,18 +490,38 @@ func (s *Scanner) Assess(ctx context.Context, img Image, pols []Policy) (*Assess
 }
 
 // Evaluate applies the policies to an assessment's observations. It is pure: callers re-run
-// it when policies change without repeating any registry or DB work.
+// it when policies change without repeating any registry or DB work. A stalled policy is
+// Unknown with its problems as the reason, so an image never looks Trusted because its
+// policy's key could not be read. Results are in policy name order.
 func Evaluate(pols []Policy, a *Assessment, now time.Time) policy.Combined {
-	return policy.EvaluateAll(checks(pols), Input(a, now))
+	var healthy []policy.Policy
+	for _, p := range pols {
+		if !p.Stalled() {
+			healthy = append(healthy, p.Policy)
+		}
+	}
+	c := policy.EvaluateAll(healthy, Input(a, now))
+	for _, p := range pols {
+		if !p.Stalled() {
+			continue
+		}
+		r := policy.Result{Policy: p.Name, Verdict: policy.Unknown}
+		for _, msg := range p.Problems {
+			r.Failures = append(r.Failures, policy.Outcome{Check: CheckPolicy, Indeterminate: true, Message: "policy cannot be enforced: " + msg})
+		}
+		c.Results = append(c.Results, r)
+		c.Policies = append(c.Policies, p.Name)
+		if c.Verdict == policy.Trusted {
+			c.Verdict = policy.Unknown
+		}
+	}
+	slices.Sort(c.Policies)
+	slices.SortStableFunc(c.Results, func(x, y policy.Result) int { return strings.Compare(x.Policy, y.Policy) })
+	return c
 }
 
-func checks(pols []Policy) []policy.Policy {
-	out := make([]policy.Policy, len(pols))
-	for i, p := range pols {
-		out[i] = p.Policy
-	}
-	return out
-}
+// CheckPolicy is the check name of a stalled policy's problems in results.
+const CheckPolicy = "policy"
 
 // Input converts an assessment into the pure policy input.
 func Input(a *Assessment, now time.Time) policy.Input {
@@ -505,24 +559,11 @@ func Input(a *Assessment, now time.Time) policy.Input {
 	return in
 }
 
-// TopFindings returns at most n findings, most severe first, then fixable first, then by id.
+// TopFindings returns at most n findings in vulndb's order: most severe first, then fixable
+// first, then by id and package.
 func TopFindings(findings []vulndb.Finding, n int) []vulndb.Finding {
 	out := slices.Clone(findings)
-	slices.SortStableFunc(out, func(a, b vulndb.Finding) int {
-		if d := severity.Rank(b.Severity) - severity.Rank(a.Severity); d != 0 {
-			return d
-		}
-		if fa, fb := len(a.FixedVersions) > 0, len(b.FixedVersions) > 0; fa != fb {
-			if fa {
-				return -1
-			}
-			return 1
-		}
-		if c := strings.Compare(a.ID, b.ID); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Package, b.Package)
-	})
+	vulndb.SortFindings(out)
 	if len(out) > n {
 		out = out[:n]
 	}

@@ -18,6 +18,55 @@ const (
 	ConditionScanned = "Scanned"
 )
 
+// Condition reasons. A report's SignatureVerified condition also uses the SignatureState
+// values, and its SBOMAvailable condition the SBOMSource values, as reasons.
+const (
+	// ReasonSucceeded: the last reconciliation fully succeeded (Ready).
+	ReasonSucceeded = "Succeeded"
+	// ReasonProgressingWithRetry: a transient problem is being retried (Reconciling, Ready).
+	ReasonProgressingWithRetry = "ProgressingWithRetry"
+	// ReasonInvalidConfiguration: a policy cannot be enforced until a person fixes it.
+	ReasonInvalidConfiguration = "InvalidConfiguration"
+
+	// ReasonVerified: a signature of an authority verified (SignatureVerified).
+	ReasonVerified = "Verified"
+	// ReasonVerificationFailed: signatures could not be checked (Ready).
+	ReasonVerificationFailed = "VerificationFailed"
+	// ReasonNoSBOM: no SBOM could be obtained (SBOMAvailable, Scanned).
+	ReasonNoSBOM = "NoSBOM"
+	// ReasonMatched: the SBOM was matched against the vulnerability DB (Scanned).
+	ReasonMatched = "Matched"
+	// ReasonDBNotLoaded: no vulnerability DB is loaded yet (Scanned, Ready).
+	ReasonDBNotLoaded = "DBNotLoaded"
+	// ReasonDBStale: the vulnerability DB is older than its allowed maximum age (Scanned, Ready).
+	ReasonDBStale = "DBStale"
+	// ReasonMatchFailed: matching the SBOM failed (Scanned, Ready).
+	ReasonMatchFailed = "MatchFailed"
+	// ReasonPolicyStalled: a policy that applies cannot be enforced (Stalled, Ready).
+	ReasonPolicyStalled = "PolicyStalled"
+
+	// ReasonRegistryAccessDenied: the registry refused the credentials (Stalled, Ready).
+	ReasonRegistryAccessDenied = "RegistryAccessDenied"
+	// ReasonRepositoryNotFound: a RegistryScan's repository does not exist.
+	ReasonRepositoryNotFound = "RepositoryNotFound"
+	// ReasonListingFailed: listing a RegistryScan's repositories failed and is being retried.
+	ReasonListingFailed = "ListingFailed"
+	// ReasonInvalidSchedule: a schedule does not parse.
+	ReasonInvalidSchedule = "InvalidSchedule"
+	// ReasonInvalidTagFilter: a RegistryScan's tag filter does not parse.
+	ReasonInvalidTagFilter = "InvalidTagFilter"
+	// ReasonCredentialsSecretNotReady: a credentials Secret or its key is missing or unreadable.
+	ReasonCredentialsSecretNotReady = "CredentialsSecretNotReady"
+	// ReasonInvalidCredentials: a credentials Secret does not hold a docker config.
+	ReasonInvalidCredentials = "InvalidCredentials"
+	// ReasonCABundleSecretNotReady: a CA bundle Secret or its key is missing or unreadable.
+	ReasonCABundleSecretNotReady = "CABundleSecretNotReady"
+	// ReasonInvalidCABundle: a CA bundle holds no PEM certificate.
+	ReasonInvalidCABundle = "InvalidCABundle"
+	// ReasonSuspended: a RegistryScan's scheduled listing is suspended.
+	ReasonSuspended = "Suspended"
+)
+
 // Severity is a vulnerability severity as Grype reports it.
 // +kubebuilder:validation:Enum=Critical;High;Medium;Low;Negligible;Unknown
 type Severity string

@@ -202,8 +202,8 @@ func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 				}
 				applyPolicyDefaults(&p)
 				conv, err := policyconv.Convert(ctx, &p, nil)
-				if err == nil && len(conv.Problems) > 0 {
-					err = errors.New(strings.Join(conv.Problems, "; "))
+				if err == nil && conv.Policy.Stalled() {
+					err = errors.New(strings.Join(conv.Policy.Problems, "; "))
 				}
 				if err != nil {
 					return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)

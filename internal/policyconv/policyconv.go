@@ -23,12 +23,11 @@ type SecretReader func(ctx context.Context, namespace, name, key string) (data [
 // SecretRef names a Secret a policy reads keys from.
 type SecretRef struct{ Namespace, Name string }
 
-// Converted is a converted policy.
+// Converted is a converted policy. Configuration errors a person must fix are in
+// Policy.Problems; the authorities they concern are left out of the policy, which is then
+// Stalled and never enforceable.
 type Converted struct {
 	Policy scanner.Policy
-	// Problems are configuration errors a person must fix; the authorities they concern are
-	// left out of Policy. A caller must not treat a policy with problems as enforceable.
-	Problems []string
 	// SecretRefs are the Secrets the policy reads keys from, so callers can watch them.
 	SecretRefs []SecretRef
 }
@@ -73,7 +72,7 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Co
 			ref := a.Key.SecretRef
 			c.SecretRefs = append(c.SecretRefs, SecretRef{Namespace: ref.Namespace, Name: ref.Name})
 			if read == nil {
-				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: key Secret references need a cluster; use an inline key", a.Name))
+				c.Policy.Problems = append(c.Policy.Problems, fmt.Sprintf("authority %s: key Secret references need a cluster; use an inline key", a.Name))
 				continue
 			}
 			data, problem, err := read(ctx, ref.Namespace, ref.Name, ref.Key)
@@ -81,7 +80,7 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Co
 				return c, err
 			}
 			if problem != "" {
-				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: %s", a.Name, problem))
+				c.Policy.Problems = append(c.Policy.Problems, fmt.Sprintf("authority %s: %s", a.Name, problem))
 				continue
 			}
 			va.PublicKeyPEM = data
@@ -90,7 +89,7 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Co
 		case a.Keyless != nil:
 			k := a.Keyless
 			if strings.TrimSpace(k.Roots) == "" {
-				c.Problems = append(c.Problems, fmt.Sprintf("authority %s: keyless.roots is empty; imagetrust verifies offline and does not fetch the public Sigstore trust root, so set keyless.roots (and keyless.intermediates) to the Fulcio CA certificates", a.Name))
+				c.Policy.Problems = append(c.Policy.Problems, fmt.Sprintf("authority %s: keyless.roots is empty; imagetrust verifies offline and does not fetch the public Sigstore trust root, so set keyless.roots (and keyless.intermediates) to the Fulcio CA certificates", a.Name))
 				continue
 			}
 			kl := &verify.Keyless{
@@ -106,17 +105,17 @@ func Convert(ctx context.Context, p *v1.ImageTrustPolicy, read SecretReader) (Co
 			}
 			va.Keyless = kl
 		default:
-			c.Problems = append(c.Problems, fmt.Sprintf("authority %s: sets neither key nor keyless", a.Name))
+			c.Policy.Problems = append(c.Policy.Problems, fmt.Sprintf("authority %s: sets neither key nor keyless", a.Name))
 			continue
 		}
 		if err := va.Validate(); err != nil {
-			c.Problems = append(c.Problems, err.Error())
+			c.Policy.Problems = append(c.Policy.Problems, err.Error())
 			continue
 		}
 		auths = append(auths, va)
 		pp.Authorities = append(pp.Authorities, va.Name)
 	}
-	c.Policy = scanner.Policy{Policy: pp, AuthorityConfigs: auths, AllowUnsignedReferrers: s.AllowUnsignedReferrers}
+	c.Policy.Policy, c.Policy.AuthorityConfigs, c.Policy.AllowUnsignedReferrers = pp, auths, s.AllowUnsignedReferrers
 	for _, src := range s.SBOMSources {
 		c.Policy.SBOMSources = append(c.Policy.SBOMSources, string(src))
 	}

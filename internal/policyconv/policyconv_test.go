@@ -55,9 +55,9 @@ func TestConvert(t *testing.T) {
 	if got, want := c.Policy.Authorities, []string{"prod/inline", "prod/from-secret", "prod/ci"}; !slices.Equal(got, want) {
 		t.Errorf("authorities %v, want %v", got, want)
 	}
-	if len(c.Problems) != 3 || !strings.Contains(c.Problems[0], "Secret ops/gone not found") ||
-		!strings.Contains(c.Problems[1], "keyless.roots is empty") || !strings.Contains(c.Problems[2], "garbage") {
-		t.Errorf("problems %q", c.Problems)
+	if len(c.Policy.Problems) != 3 || !strings.Contains(c.Policy.Problems[0], "Secret ops/gone not found") ||
+		!strings.Contains(c.Policy.Problems[1], "keyless.roots is empty") || !strings.Contains(c.Policy.Problems[2], "garbage") {
+		t.Errorf("problems %q", c.Policy.Problems)
 	}
 	if len(c.SecretRefs) != 2 {
 		t.Errorf("secret refs %v", c.SecretRefs)
@@ -74,8 +74,8 @@ func TestConvert(t *testing.T) {
 
 	// Without a cluster, Secret references are a problem, not a silent drop.
 	c, err = Convert(context.Background(), p, nil)
-	if err != nil || !strings.Contains(strings.Join(c.Problems, ";"), "need a cluster") {
-		t.Fatalf("nil reader: %v %q", err, c.Problems)
+	if err != nil || !strings.Contains(strings.Join(c.Policy.Problems, ";"), "need a cluster") {
+		t.Fatalf("nil reader: %v %q", err, c.Policy.Problems)
 	}
 	// A failing API call is an error (retry), not a problem (user fix).
 	boom := errors.New("apiserver down")

@@ -11,19 +11,7 @@ import (
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-
-	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
-
-// SanitizeURL removes userinfo, query string and fragment from a URL (see redact.URL).
-func SanitizeURL(raw string) string { return redact.URL(raw) }
-
-// SanitizeText sanitises every URL in s and redacts credentials (see redact.Text).
-func SanitizeText(s string) string { return redact.Text(s) }
-
-// SanitizeError returns err with a sanitised message, keeping the original in the Unwrap chain
-// for errors.Is/As (see redact.Error). nil stays nil.
-func SanitizeError(err error) error { return redact.Error(err) }
 
 // ErrPlatformNotFound is returned (wrapped) by Resolve when a requested platform is not in an
 // image index. It is a "user must fix" condition: retrying will not make the platform appear.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // dockerHubAliases are the names users put in docker config files for Docker Hub; ggcr calls
@@ -186,7 +188,7 @@ func KeychainFromDockerConfigJSON(data []byte) (authn.Keychain, error) {
 		e := auths[server]
 		host, repoPath, err := parseServerKey(server)
 		if err != nil {
-			return nil, fmt.Errorf("docker config entry %q: %w", SanitizeURL(server), err)
+			return nil, fmt.Errorf("docker config entry %q: %w", redact.URL(server), err)
 		}
 		cfg := authn.AuthConfig{
 			Username:      e.Username,
@@ -197,15 +199,15 @@ func KeychainFromDockerConfigJSON(data []byte) (authn.Keychain, error) {
 		if e.Auth != "" {
 			user, pass, err := decodeAuthField(e.Auth)
 			if err != nil {
-				return nil, fmt.Errorf("docker config entry %q: %w", SanitizeURL(server), err)
+				return nil, fmt.Errorf("docker config entry %q: %w", redact.URL(server), err)
 			}
 			cfg.Username, cfg.Password = user, pass
 		}
 		if cfg == (authn.AuthConfig{}) {
-			return nil, fmt.Errorf("docker config entry %q has no credentials (need auth, username/password or a token)", SanitizeURL(server))
+			return nil, fmt.Errorf("docker config entry %q has no credentials (need auth, username/password or a token)", redact.URL(server))
 		}
 		if cfg.Password != "" && cfg.Username == "" {
-			return nil, fmt.Errorf("docker config entry %q has a password but no username", SanitizeURL(server))
+			return nil, fmt.Errorf("docker config entry %q has a password but no username", redact.URL(server))
 		}
 		kc.entries = append(kc.entries, credEntry{host: host, path: repoPath, cfg: cfg})
 	}

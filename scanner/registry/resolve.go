@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Resolved is one concrete, single-platform image manifest that a reference resolved to.
@@ -48,7 +50,7 @@ const attestationRefType = "vnd.docker.reference.type"
 func (c *Client) Resolve(ctx context.Context, image string, platforms []v1.Platform) ([]Resolved, error) {
 	out, err := c.resolve(ctx, image, platforms)
 	if err != nil {
-		return nil, SanitizeError(fmt.Errorf("resolve %s: %w", image, err))
+		return nil, redact.Error(fmt.Errorf("resolve %s: %w", image, err))
 	}
 	return out, nil
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // tagsPageSize is what we ask per page; ECR rejects n > 1000.
@@ -33,7 +35,7 @@ const maxTagPages = 10000
 func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 	tags, err := c.listTags(ctx, repo)
 	if err != nil {
-		return nil, SanitizeError(fmt.Errorf("list tags of %s: %w", repo, err))
+		return nil, redact.Error(fmt.Errorf("list tags of %s: %w", repo, err))
 	}
 	return tags, nil
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // observed records Observe calls.
@@ -136,7 +138,7 @@ func TestRetry500ForeverGivesUpWithSanitisedError(t *testing.T) {
 	if n := reg.Counts().Manifests.GET; n != 3 {
 		t.Errorf("server saw %d GETs, want 3 (1 + MaxRetries 2, ggcr's own retries off)", n)
 	}
-	serr := registry.SanitizeError(err)
+	serr := redact.Error(err)
 	msg := serr.Error()
 	for _, secret := range []string{"hunter2", "bob:", "abc123", "deadbeef", "token="} {
 		if strings.Contains(msg, secret) {

@@ -16,6 +16,9 @@ type CachedSource struct {
 	Cache *Cache
 	// Next produces SBOMs on a miss.
 	Next Source
+	// Accept, when set, decides whether a cached SBOM may be served; one it refuses is
+	// fetched from Next again (and the answer cached in its place).
+	Accept func(cached *SBOM) bool
 }
 
 // Name implements Source.
@@ -32,7 +35,7 @@ func (c CachedSource) Fetch(ctx context.Context, image name.Digest) (*SBOM, erro
 		switch {
 		case err != nil:
 			cacheNote = "cache read failed: " + err.Error()
-		case ok:
+		case ok && (c.Accept == nil || c.Accept(s)):
 			return s, nil
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Chain tries its sources in order and returns the first SBOM found. A source failing for any
@@ -77,7 +79,7 @@ func (c Chain) Fetch(ctx context.Context, image name.Digest) (*SBOM, error) {
 			err = fmt.Errorf("source returned an SBOM for %s, not %s", s.ImageDigest, image.DigestStr())
 		}
 		if err != nil {
-			chainErr.Attempts = append(chainErr.Attempts, Attempt{Source: src.Name(), Err: sanitize(err)})
+			chainErr.Attempts = append(chainErr.Attempts, Attempt{Source: src.Name(), Err: redact.Error(err)})
 			continue
 		}
 		if len(chainErr.Attempts) > 0 {

@@ -24,6 +24,8 @@ import (
 	// modernc.org/sqlite as Syft's examples do would register "sqlite" twice and panic at init
 	// in any binary that also links grype.
 	_ "github.com/glebarez/go-sqlite"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // DefaultExtraCatalogers are added to Syft's default image catalogers. Image catalogers skip
@@ -122,7 +124,7 @@ func (g *Generator) fail(ctx context.Context, img name.Digest, stage string, err
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w (%v)", cerr, err)
 	}
-	return fmt.Errorf("generating SBOM for %s: %s: %w", img.DigestStr(), stage, sanitize(err))
+	return fmt.Errorf("generating SBOM for %s: %s: %w", img.DigestStr(), stage, redact.Error(err))
 }
 
 // createConfig is Syft's default configuration with everything that reaches beyond the image

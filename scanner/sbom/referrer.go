@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Media types (artifactType or config media type) that mark an OCI artifact as an SBOM.
@@ -117,11 +119,11 @@ func (r *ReferrerSource) Fetch(ctx context.Context, image name.Digest) (*SBOM, e
 	opts := append(slices.Clone(r.RemoteOptions), remote.WithContext(ctx))
 	idx, err := remote.Referrers(image, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("listing referrers of %s: %w", image.DigestStr(), sanitize(err))
+		return nil, fmt.Errorf("listing referrers of %s: %w", image.DigestStr(), redact.Error(err))
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, fmt.Errorf("reading referrers of %s: %w", image.DigestStr(), sanitize(err))
+		return nil, fmt.Errorf("reading referrers of %s: %w", image.DigestStr(), redact.Error(err))
 	}
 
 	var cands []candidate
@@ -186,7 +188,7 @@ func (r *ReferrerSource) try(ctx context.Context, image name.Digest, c candidate
 	}
 	desc, err := remote.Get(artifact, opts...)
 	if err != nil {
-		return nil, "fetching manifest: " + sanitize(err).Error(), ctx.Err()
+		return nil, "fetching manifest: " + redact.Error(err).Error(), ctx.Err()
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
@@ -227,7 +229,7 @@ func (r *ReferrerSource) try(ctx context.Context, image name.Digest, c candidate
 			if ctx.Err() != nil {
 				return nil, "", ctx.Err()
 			}
-			return nil, "untrusted: " + sanitize(err).Error(), nil
+			return nil, "untrusted: " + redact.Error(err).Error(), nil
 		}
 		note += " (trusted)"
 	}
@@ -238,7 +240,7 @@ func (r *ReferrerSource) try(ctx context.Context, image name.Digest, c candidate
 	}
 	doc, err := fetchBlob(image, layer, opts)
 	if err != nil {
-		return nil, "fetching layer " + layer.Digest.String() + ": " + sanitize(err).Error(), ctx.Err()
+		return nil, "fetching layer " + layer.Digest.String() + ": " + redact.Error(err).Error(), ctx.Err()
 	}
 	got, pkgs, err := Detect(doc)
 	if err != nil {

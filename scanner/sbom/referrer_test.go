@@ -420,17 +420,3 @@ func TestReferrerErrorsCarryNoSecrets(t *testing.T) {
 		t.Errorf("error %q does not contain %q", msg, want)
 	}
 }
-
-func TestSanitizeText(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{`Get "https://user:pw@r.example/v2/x/blobs/sha256:ab?sig=s3cr3t#frag": EOF`, `Get "https://r.example/v2/x/blobs/sha256:ab": EOF`},
-		{`GET http://127.0.0.1:5000/v2/app/referrers/sha256:00: DENIED`, `GET http://127.0.0.1:5000/v2/app/referrers/sha256:00: DENIED`},
-		{`no url here`, `no url here`},
-		{`bad https://user:pw@%zz/x?y=1 end`, `bad https://%zz/x end`}, // unparseable: userinfo and query cut textually
-	}
-	for _, tc := range tests {
-		if got := sanitizeText(tc.in); got != tc.want {
-			t.Errorf("sanitizeText(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}

@@ -28,13 +28,6 @@ var (
 	ErrArtifact = errors.New("vulndb: invalid database artifact")
 )
 
-// SanitizeURL strips userinfo, query and fragment from a URL so it can appear in errors and
-// logs (see redact.URL).
-func SanitizeURL(raw string) string { return redact.URL(raw) }
-
-// scrub rewrites every URL inside msg with SanitizeURL.
-func scrub(msg string) string { return redact.Text(msg) }
-
 // sanitizedError keeps the sentinel for errors.Is but deliberately drops the underlying error
 // chain: its messages may carry credentials that scrub removed from the text.
 type sanitizedError struct {
@@ -54,7 +47,7 @@ func sanitized(kind error, context string, err error) error {
 	if err != nil {
 		msg += ": " + err.Error()
 	}
-	return &sanitizedError{kind: kind, msg: scrub(msg)}
+	return &sanitizedError{kind: kind, msg: redact.Text(msg)}
 }
 
 func errorf(kind error, format string, args ...any) error {

@@ -23,6 +23,8 @@ import (
 	"github.com/anchore/syft/syft/artifact"
 	"github.com/anchore/syft/syft/file"
 	syftPkg "github.com/anchore/syft/syft/pkg"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // A fleet is the set of SBOMs handed to MatchMany, remembered by caller-chosen key so that
@@ -139,6 +141,10 @@ type fleet struct {
 	reused   int64
 	pending  *dbDiff // changes from checksum to the active database, computed at install time
 	last     RematchInfo
+	// unclaimed names the documents whose findings changed when MatchMany had to move the
+	// fleet to a new database itself; the next RematchChanged or RematchAll returns them, so a
+	// caller never loses a change because a match happened to run first.
+	unclaimed map[string]bool
 }
 
 func (m *Manager) fleetState() *fleet {
@@ -214,8 +220,15 @@ func (m *Manager) matchDecoded(ctx context.Context, h *handle, st Status, decode
 	if f.checksum != h.status.Checksum {
 		// documents matched before were matched against another database: RematchChanged
 		// brings them (and the cache) over, incrementally when it can
-		if _, err := m.rematchLocked(ctx, h, false); err != nil {
+		changed, err := m.rematchLocked(ctx, h, false)
+		if err != nil {
 			return err
+		}
+		if f.unclaimed == nil {
+			f.unclaimed = map[string]bool{}
+		}
+		for k := range changed {
+			f.unclaimed[k] = true
 		}
 	}
 	for k, d := range decoded {
@@ -281,7 +294,33 @@ func (m *Manager) rematch(ctx context.Context, full bool) (map[string]*MatchResu
 	defer h.inflight.Done()
 	m.fleetMu.Lock()
 	defer m.fleetMu.Unlock()
-	return m.rematchLocked(ctx, h, full)
+	changed, err := m.rematchLocked(ctx, h, full)
+	if err != nil {
+		return nil, err
+	}
+	f := m.fleetState()
+	for k := range f.unclaimed {
+		if d := f.docs[k]; d != nil && d.result != nil && changed[k] == nil {
+			changed[k] = d.result
+		}
+	}
+	f.unclaimed = nil
+	return changed, nil
+}
+
+// Results returns the current result of each remembered document among keys; keys the fleet
+// does not remember are left out. Nothing is matched.
+func (m *Manager) Results(keys ...string) map[string]*MatchResult {
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	f := m.fleetState()
+	out := make(map[string]*MatchResult, len(keys))
+	for _, k := range keys {
+		if d := f.docs[k]; d != nil && d.result != nil {
+			out[k] = d.result
+		}
+	}
+	return out
 }
 
 // rematchLocked moves the fleet to h's database. Callers hold fleetMu and h.
@@ -428,7 +467,7 @@ func (m *Manager) decode(doc []byte) (*fleetDoc, error) {
 	}
 	pkgs, _, _, err := pkg.ProvideFromReader(bytes.NewReader(doc), providerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
+		return nil, fmt.Errorf("%w: %s", ErrInvalidSBOM, redact.Text(err.Error()))
 	}
 	d := &fleetDoc{pkgs: make([]occurrence, len(pkgs))}
 	for i := range pkgs {

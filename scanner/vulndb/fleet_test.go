@@ -321,3 +321,64 @@ func TestSameFindingsSeesEveryField(t *testing.T) {
 		t.Error("lists of different length compare equal")
 	}
 }
+
+// A match that runs after a database change but before RematchChanged moves the fleet to the
+// new database itself; the SBOMs whose findings that move changed must still be named by the
+// next RematchChanged, or a caller would never refresh their reports.
+func TestRematchChangedClaimsChangesOfAMatchThatMovedTheFleet(t *testing.T) {
+	fl := newFleet(t)
+	m := newLoadedManagerEmpty(t, Config{MatchWorkers: 2})
+	importVulns(t, m, time.Now().Add(-3*time.Hour), fl.Vulns)
+	before, err := m.MatchMany(context.Background(), fl.SBOMs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated, _ := dbtest.MutateFleet(fl.Vulns, 0.03, 11)
+	importVulns(t, m, time.Now().Add(-2*time.Hour), updated)
+
+	// one SBOM is matched first: the fleet moves to the new database inside this call
+	var one string
+	for k := range fl.SBOMs {
+		one = k
+		break
+	}
+	if _, err := m.MatchMany(context.Background(), map[string][]byte{one: fl.SBOMs[one]}); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := m.RematchChanged(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := matchEach(t, m, fl.SBOMs)
+	var want []string
+	for k, f := range fresh {
+		if k != one && !reflect.DeepEqual(before[k].Findings, f) {
+			want = append(want, k)
+		}
+	}
+	sort.Strings(want)
+	if len(want) == 0 {
+		t.Fatal("the update changed no other SBOM's findings: the test proves nothing")
+	}
+	var got []string
+	for _, k := range keys(changed) {
+		if k != one {
+			got = append(got, k)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("RematchChanged after a moving match named %v, want %v", got, want)
+	}
+	for k, r := range changed {
+		if !reflect.DeepEqual(r.Findings, fresh[k]) {
+			t.Errorf("claimed result for %s differs from Match", k)
+		}
+	}
+	// claimed once: a second call has nothing left to report
+	if again, err := m.RematchChanged(context.Background()); err != nil || len(again) != 0 {
+		t.Fatalf("second RematchChanged = %v, %v; want nothing", keys(again), err)
+	}
+	if res := m.Results(one, "not-remembered"); len(res) != 1 || !reflect.DeepEqual(res[one].Findings, fresh[one]) {
+		t.Errorf("Results = %v, want the current result of %s only", res, one)
+	}
+}

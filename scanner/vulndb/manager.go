@@ -37,6 +37,8 @@ import (
 	"github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
 	"github.com/spf13/afero"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 const (
@@ -178,7 +180,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ListingURL != "" {
 		u, err := url.Parse(cfg.ListingURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("vulndb: ListingURL %q must be an http(s) URL", SanitizeURL(cfg.ListingURL))
+			return nil, fmt.Errorf("vulndb: ListingURL %q must be an http(s) URL", redact.URL(cfg.ListingURL))
 		}
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
@@ -395,7 +397,7 @@ func (m *Manager) pruneGenerations(keep string) {
 // fail records err for Status and returns it.
 func (m *Manager) fail(err error) error {
 	m.mu.Lock()
-	m.lastErr = scrub(err.Error())
+	m.lastErr = redact.Text(err.Error())
 	m.mu.Unlock()
 	return err
 }
@@ -612,7 +614,7 @@ func (m *Manager) Update(ctx context.Context) (changed bool, err error) {
 	if cur := m.current(); cur != nil {
 		desc = cur.desc
 	}
-	listing := SanitizeURL(listingURL(m.distCfg.LatestURL))
+	listing := redact.URL(listingURL(m.distCfg.LatestURL))
 	candidate, err := m.client.IsUpdateAvailable(desc)
 	if err != nil {
 		return false, m.fail(sanitized(ErrUpdate, "check listing "+listing, err))
@@ -625,7 +627,7 @@ func (m *Manager) Update(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, m.fail(sanitized(ErrUpdate, "resolve archive URL from "+listing, err))
 	}
-	return m.installLocked(ctx, archiveURL, sourceRecord{Source: SanitizeURL(archiveURL), ArchiveDigest: candidate.Checksum}, ErrUpdate)
+	return m.installLocked(ctx, archiveURL, sourceRecord{Source: redact.URL(archiveURL), ArchiveDigest: candidate.Checksum}, ErrUpdate)
 }
 
 // listingURL resolves the listing location the way grype's distribution client does: a URL

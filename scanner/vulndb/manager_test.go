@@ -696,23 +696,6 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 }
 
-func TestSanitizeURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://user:pw@host.example/db/latest.json?token=x#frag": "https://host.example/db/latest.json",
-		"http://host:8080/v6/a.tar.gz?checksum=sha256:abc":         "http://host:8080/v6/a.tar.gz",
-		"%%%":                        "%%%", // no URL parts to cut: nothing secret can be in it
-		"https://u:p@%zz/x?t=secret": "https://%zz/x",
-	} {
-		if got := SanitizeURL(in); got != want {
-			t.Errorf("SanitizeURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-	msg := `Get "https://u:p@h.example/x?sig=1": dial failed; see https://docs.example/a.`
-	if got, want := scrub(msg), `Get "https://h.example/x": dial failed; see https://docs.example/a.`; got != want {
-		t.Errorf("scrub = %q, want %q", got, want)
-	}
-}
-
 // TestConcurrentMatchesDuringImport runs matches on the shared database from many goroutines
 // while a new database is imported; every match must succeed and see exactly one of the two
 // databases, and both must be seen. Run with -race.

@@ -30,6 +30,8 @@ import (
 	syftPkg "github.com/anchore/syft/syft/pkg"
 
 	"github.com/imagetrust/imagetrust/scanner/severity"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Finding is one vulnerability matched to one package.
@@ -141,7 +143,7 @@ func (m *Manager) Match(ctx context.Context, sbom []byte) (*MatchResult, error) 
 func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbom []byte) ([]Finding, int, error) {
 	pkgs, pkgCtx, _, err := pkg.ProvideFromReader(bytes.NewReader(sbom), providerConfig())
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidSBOM, scrub(err.Error()))
+		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidSBOM, redact.Text(err.Error()))
 	}
 
 	// a matcher per call: VulnerabilityMatcher and some matchers keep per-run state
@@ -221,18 +223,31 @@ func severityOf(vp vulnerability.Provider, v vulnerability.Vulnerability) string
 	return severity.Normalize(sev.String())
 }
 
-// SortFindings sorts findings deterministically: severity (highest first), then ID, package,
-// version, type and namespace.
-func SortFindings(fs []Finding) {
-	slices.SortStableFunc(fs, func(a, b Finding) int {
-		return cmp.Or(
-			cmp.Compare(severity.Rank(b.Severity), severity.Rank(a.Severity)),
-			cmp.Compare(a.ID, b.ID),
-			cmp.Compare(a.Package, b.Package),
-			cmp.Compare(a.Version, b.Version),
-			cmp.Compare(a.Type, b.Type),
-			cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.PURL, b.PURL),
-		)
-	})
+// SortFindings sorts findings in the one order imagetrust shows them in (CompareFindings).
+func SortFindings(fs []Finding) { slices.SortStableFunc(fs, CompareFindings) }
+
+// CompareFindings orders findings deterministically: severity (highest first), fixable before
+// not fixable, then ID, package, version, type, namespace and PURL.
+func CompareFindings(a, b Finding) int {
+	return cmp.Or(
+		cmp.Compare(severity.Rank(b.Severity), severity.Rank(a.Severity)),
+		compareFixable(a, b),
+		cmp.Compare(a.ID, b.ID),
+		cmp.Compare(a.Package, b.Package),
+		cmp.Compare(a.Version, b.Version),
+		cmp.Compare(a.Type, b.Type),
+		cmp.Compare(a.Namespace, b.Namespace),
+		cmp.Compare(a.PURL, b.PURL),
+	)
+}
+
+func compareFixable(a, b Finding) int {
+	fa, fb := len(a.FixedVersions) > 0, len(b.FixedVersions) > 0
+	switch {
+	case fa == fb:
+		return 0
+	case fa:
+		return -1
+	}
+	return 1
 }

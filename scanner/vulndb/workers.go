@@ -9,6 +9,8 @@ import (
 	v6 "github.com/anchore/grype/grype/db/v6"
 	"github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
+
+	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
 // Why one provider per worker: grype opens the database with "cache=shared", so every
@@ -129,11 +131,11 @@ func (m *Manager) prepareDiff(ctx context.Context, next *handle) {
 func (m *Manager) diffHandles(ctx context.Context, cur, next *handle) *dbDiff {
 	a, err := cur.indexOf(ctx)
 	if err != nil {
-		return &dbDiff{full: true, reason: scrub(err.Error())}
+		return &dbDiff{full: true, reason: redact.Text(err.Error())}
 	}
 	b, err := next.indexOf(ctx)
 	if err != nil {
-		return &dbDiff{full: true, reason: scrub(err.Error())}
+		return &dbDiff{full: true, reason: redact.Text(err.Error())}
 	}
 	return diffIndexes(a, b)
 }
