@@ -15,7 +15,10 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 
+	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
 )
 
@@ -31,7 +34,7 @@ type Engine struct {
 	log     logr.Logger
 	sched   *Scheduler
 	pool    *scannerPool
-	queue   workqueue.TypedRateLimitingInterface[imageKey]
+	queue   priorityqueue.PriorityQueue[imageKey]
 	busy    atomic.Int64 // images being processed
 	metrics *engineMetrics
 
@@ -48,16 +51,31 @@ type Engine struct {
 	beforeStart func(context.Context) error
 }
 
+// Work priorities: a DB change costs no registry request and a new image has no report yet, so
+// both go before scheduled re-verifications (and retries), which are spread by jitter anyway.
+const (
+	priorityBackground = 0 // scheduled re-verification, retries, a deferred huge match
+	priorityDemand     = 1 // a new or changed source, a policy or namespace change
+	priorityRematch    = 2 // a vulnerability DB change: no registry I/O
+)
+
+// largeSBOMRetry is how long a huge SBOM waits when the workers it may use are all busy with
+// other huge SBOMs.
+const largeSBOMRetry = 10 * time.Second
+
 func newEngine(writer *reportWriter, opts Options, sched *Scheduler, pool *scannerPool, log logr.Logger) *Engine {
 	rl := workqueue.NewTypedItemExponentialFailureRateLimiter[imageKey](opts.RetryBaseDelay, opts.RetryMaxDelay)
 	fleet := scanner.NewFleet(opts.DB, opts.Clock.Now)
 	return &Engine{
 		opts: opts, log: log, sched: sched, pool: pool, metrics: writer.metrics,
-		queue:   workqueue.NewTypedRateLimitingQueue[imageKey](rl),
+		queue: priorityqueue.New("imagetrust-engine", func(o *priorityqueue.Opts[imageKey]) {
+			o.RateLimiter = rl
+			o.Log = log.WithName("queue")
+		}),
 		demand:  newDemand(opts.Clock),
 		results: newResults(),
 		fleet:   fleet,
-		matcher: newMatcher(fleet, opts.Cache),
+		matcher: newMatcher(fleet, opts.Cache, opts.Concurrency),
 		writer:  writer,
 	}
 }
@@ -144,8 +162,11 @@ func (e *Engine) process(ctx context.Context, key imageKey) error {
 func (e *Engine) commit(ctx context.Context, p *pass) error {
 	a, next := p.outcome()
 	e.results.store(p.scope.key, a, next)
-	if p.evicted || !e.demand.current(&p.scope) {
-		e.enqueue(p.scope.key)
+	switch {
+	case p.deferred:
+		return waiting(largeSBOMRetry, securityv1alpha1.ReasonMatchDeferred, "another huge SBOM is being matched")
+	case p.evicted || !e.demand.current(&p.scope):
+		e.enqueue(priorityDemand, p.scope.key)
 		return nil
 	}
 	var errs []error
@@ -157,36 +178,35 @@ func (e *Engine) commit(ctx context.Context, p *pass) error {
 	return errors.Join(append(errs, a.problems, a.dbWait)...)
 }
 
-func (e *Engine) enqueue(key imageKey) {
-	e.queue.Add(key)
+// enqueue queues images at a priority; an image already queued keeps the higher of the two.
+func (e *Engine) enqueue(prio int, keys ...imageKey) {
+	if e.opts.fifo {
+		prio = priorityBackground
+	}
+	e.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(prio)}, keys...)
 	e.metrics.queueDepth.Set(float64(e.queue.Len()))
 }
 
-func (e *Engine) enqueueAll(keys []imageKey) {
-	for _, k := range keys {
-		e.enqueue(k)
-	}
-}
-
-// enqueueJittered spreads scheduled work so a cron tick does not hit registries all at once.
+// enqueueJittered queues a scheduled re-verification after a random delay below Options.Jitter,
+// so a cron tick does not hit registries all at once.
 func (e *Engine) enqueueJittered(key imageKey) {
-	if e.opts.Jitter <= 0 {
-		e.enqueue(key)
-		return
+	var after time.Duration
+	if e.opts.Jitter > 0 {
+		after = time.Duration(rand.Int64N(int64(e.opts.Jitter)))
 	}
-	e.queue.AddAfter(key, time.Duration(rand.Int64N(int64(e.opts.Jitter))))
+	e.queue.AddWithOpts(priorityqueue.AddOpts{After: after, Priority: ptr.To(priorityBackground)}, key)
 }
 
 // SetPodUses records what a pod runs (nil when the pod is gone or finished). Images the pod
 // adds are assessed at once when new; images it drops start their grace period when no other
 // source wants them in the namespace.
 func (e *Engine) SetPodUses(pod types.NamespacedName, uses []PodUse, acc *access) {
-	e.enqueueAll(e.demand.setPodUses(pod, uses, acc))
+	e.enqueue(priorityDemand, e.demand.setPodUses(pod, uses, acc)...)
 }
 
 // SetScanImages records the images a RegistryScan found in its last successful run.
 func (e *Engine) SetScanImages(scan types.NamespacedName, uid types.UID, images []ScanImage, acc *access) {
-	e.enqueueAll(e.demand.setScanImages(scan, uid, images, acc))
+	e.enqueue(priorityDemand, e.demand.setScanImages(scan, uid, images, acc)...)
 }
 
 // HasScan reports whether the Engine knows a RegistryScan's images (false after a restart until
@@ -195,15 +215,19 @@ func (e *Engine) HasScan(scan types.NamespacedName) bool { return e.demand.hasSc
 
 // RemoveScan forgets a deleted RegistryScan; its reports age out after the grace period unless
 // pods use the images too.
-func (e *Engine) RemoveScan(scan types.NamespacedName) { e.enqueueAll(e.demand.removeScan(scan)) }
+func (e *Engine) RemoveScan(scan types.NamespacedName) {
+	e.enqueue(priorityDemand, e.demand.removeScan(scan)...)
+}
 
 // SetPolicies installs the compiled policies and queues every image: a pass re-evaluates from
 // the stored assessment, and re-verifies only images whose set of authorities changed.
-func (e *Engine) SetPolicies(pols []*compiledPolicy) { e.enqueueAll(e.demand.setPolicies(pols)) }
+func (e *Engine) SetPolicies(pols []*compiledPolicy) {
+	e.enqueue(priorityDemand, e.demand.setPolicies(pols)...)
+}
 
 // SetNamespaceLabels records a namespace's labels for policy namespace selectors.
 func (e *Engine) SetNamespaceLabels(ns string, lbls map[string]string) {
-	e.enqueueAll(e.demand.setNamespaceLabels(ns, lbls))
+	e.enqueue(priorityDemand, e.demand.setNamespaceLabels(ns, lbls)...)
 }
 
 // ReverifyPolicy queues re-verification of every image the policy applies to.

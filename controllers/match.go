@@ -25,6 +25,9 @@ type matchMemo struct {
 type matcher struct {
 	fleet *scanner.Fleet
 	cache *scanner.SBOMCache
+	// large holds a token per huge SBOM being matched: fewer than the workers, so they never
+	// all sit on huge matches while small images wait.
+	large chan struct{}
 
 	mu        sync.Mutex
 	memo      map[string]*matchMemo
@@ -34,8 +37,27 @@ type matcher struct {
 	flight    singleflight.Group
 }
 
-func newMatcher(fleet *scanner.Fleet, cache *scanner.SBOMCache) *matcher {
-	return &matcher{fleet: fleet, cache: cache, memo: map[string]*matchMemo{}, matches: map[string]int{}, refreshed: map[string]int{}}
+// largeSBOMPackages is where an SBOM counts as huge: matching it cold takes many seconds (a
+// 100,000-package one, a minute or more).
+const largeSBOMPackages = 10_000
+
+func newMatcher(fleet *scanner.Fleet, cache *scanner.SBOMCache, workers int) *matcher {
+	return &matcher{fleet: fleet, cache: cache, large: make(chan struct{}, max(1, workers-1)),
+		memo: map[string]*matchMemo{}, matches: map[string]int{}, refreshed: map[string]int{}}
+}
+
+// admit takes a huge-SBOM token for sb, if it needs one; ok is false when all are taken, and
+// release gives it back.
+func (m *matcher) admit(sb *scanner.SBOM) (release func(), ok bool) {
+	if sb.Packages < largeSBOMPackages {
+		return func() {}, true
+	}
+	select {
+	case m.large <- struct{}{}:
+		return func() { <-m.large }, true
+	default:
+		return nil, false
+	}
 }
 
 // match matches the SBOM sb of digest against the DB, or reuses the match another repository

@@ -31,6 +31,7 @@ type pass struct {
 	started   time.Time
 	problems  []error
 	evicted   bool // the SBOM left the cache before it could be matched
+	deferred  bool // a huge SBOM waits for a worker that may match huge SBOMs
 	nextAsked work // work this pass's outcome asks of the next one
 }
 
@@ -118,6 +119,12 @@ func (e *Engine) matchStep(ctx context.Context, p *pass) error {
 	if p.next.sbom == nil || !(p.asked.match || p.newSBOM || p.next.scan == nil) {
 		return nil
 	}
+	release, ok := e.matcher.admit(p.next.sbom)
+	if !ok {
+		p.deferred, p.nextAsked.match = true, true
+		return nil
+	}
+	defer release()
 	defer func() { e.metrics.scanDuration.Observe(time.Since(p.started).Seconds()) }()
 	res, evicted, err := e.matcher.match(ctx, p.scope.key.Digest, p.next.sbom, p.doc)
 	switch {

@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"k8s.io/apimachinery/pkg/types"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
@@ -279,5 +282,90 @@ func TestKindOfJoinedErrors(t *testing.T) {
 	}
 	if requeueAfter(errors.Join(waiting(0, securityv1alpha1.ReasonDBStale, "old"), wait)) != time.Minute {
 		t.Error("requeueAfter must take the shortest non-zero delay")
+	}
+}
+
+// A DB change costs no registry request: its rematches go before scheduled re-verifications
+// already queued, and new images before both of those.
+func TestQueuePriorities(t *testing.T) {
+	f := newStepFixture(t, false)
+	e := f.engine
+	e.demand.setPolicies([]*compiledPolicy{keyPolicy("p", nil)})
+	var keys []imageKey
+	for i, name := range []string{"old-a", "old-b", "old-c"} {
+		k := imageKey{"r.example/" + name, fmt.Sprintf("sha256:%064d", i)}
+		keys = append(keys, k)
+		e.demand.setPodUses(types.NamespacedName{Namespace: "ns", Name: name}, []PodUse{{Repository: k.Repository, Digest: k.Digest, Container: "c"}}, anonymous)
+		e.results.store(k, &assessment{sbom: &scanner.SBOM{Digest: "sha256:" + hexB}, scan: &scanner.Scan{}}, work{})
+	}
+	if n := e.ReverifyPolicy("p"); n != 3 {
+		t.Fatalf("re-verification queued %d images, want 3", n)
+	}
+	fresh := imageKey{"r.example/new", fmt.Sprintf("sha256:%064d", 9)}
+	e.SetPodUses(types.NamespacedName{Namespace: "ns", Name: "new"}, []PodUse{{Repository: fresh.Repository, Digest: fresh.Digest, Container: "c"}}, anonymous)
+	if n := e.Rematch(); n != 3 {
+		t.Fatalf("rematch queued %d digests, want 3", n)
+	}
+	var order []int
+	for range 4 {
+		k, prio, _ := e.queue.GetWithPriority()
+		order = append(order, prio)
+		e.queue.Done(k)
+		if k == fresh && prio != priorityDemand {
+			t.Errorf("new image at priority %d", prio)
+		}
+	}
+	if want := []int{priorityRematch, priorityRematch, priorityRematch, priorityDemand}; !slices.Equal(order, want) {
+		t.Fatalf("queue order by priority %v, want %v", order, want)
+	}
+
+	// the baseline of the queue benchmark: one priority for everything
+	e.opts.fifo = true
+	e.enqueue(priorityRematch, keys[0])
+	if _, prio, _ := e.queue.GetWithPriority(); prio != priorityBackground {
+		t.Fatalf("fifo queue gave priority %d", prio)
+	}
+}
+
+// Huge SBOMs take a token; with two workers only one may sit on a huge match, so a small image
+// never waits behind two of them. A pass whose huge SBOM finds no token stores its verification,
+// asks for the match and waits.
+func TestHugeSBOMsLeaveAWorkerForSmallOnes(t *testing.T) {
+	f := newStepFixture(t, true)
+	m := newMatcher(f.engine.fleet, f.cache, 2)
+	huge, small := &scanner.SBOM{Packages: largeSBOMPackages}, &scanner.SBOM{Packages: 50}
+	release, ok := m.admit(huge)
+	if !ok {
+		t.Fatal("the first huge SBOM was not admitted")
+	}
+	if _, ok := m.admit(huge); ok {
+		t.Fatal("a second huge SBOM was admitted with two workers")
+	}
+	if _, ok := m.admit(small); !ok {
+		t.Fatal("a small SBOM waited for a huge one")
+	}
+	release()
+	if rel, ok := m.admit(huge); !ok {
+		t.Fatal("the token did not come back")
+	} else {
+		rel()
+	}
+
+	d := f.image("app", true)
+	p := newPass(f.scope(d, f.key), f.sc, nil, work{})
+	f.run(p, f.engine.verifyStep, f.engine.sbomStep)
+	meta := *p.next.sbom
+	meta.Packages = largeSBOMPackages
+	p.next.sbom = &meta
+	hold, _ := f.engine.matcher.admit(huge)
+	defer hold()
+	f.run(p, f.engine.matchStep)
+	a, next := p.outcome()
+	if !p.deferred || !next.match || a.scan != nil || a.verification == nil {
+		t.Fatalf("deferred %v next %+v scan %v", p.deferred, next, a.scan)
+	}
+	err := f.engine.commit(f.ctx, p)
+	if kindOf(err) != errWaiting || requeueAfter(err) != largeSBOMRetry {
+		t.Fatalf("commit of a deferred pass = %v", err)
 	}
 }

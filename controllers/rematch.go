@@ -80,7 +80,7 @@ func (e *Engine) RematchFleet(ctx context.Context, all bool) FleetRematch {
 			continue // findings unchanged: nothing to write
 		}
 		e.results.ask(im.key, work{match: true})
-		e.enqueue(im.key)
+		e.enqueue(priorityRematch, im.key)
 		out.Queued++
 	}
 	e.setLastRematch(out)
@@ -110,7 +110,7 @@ func (e *Engine) Rematch() int {
 	digests := map[string]bool{}
 	for _, im := range e.fleetImages() {
 		e.results.ask(im.key, work{match: true})
-		e.enqueue(im.key)
+		e.enqueue(priorityRematch, im.key)
 		digests[im.key.Digest] = true
 	}
 	return len(digests)

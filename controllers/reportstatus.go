@@ -17,7 +17,7 @@ import (
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
-	)
+)
 
 // The API's bounds on a report's strings and lists (api/v1alpha1 imagetrustreport_types.go).
 const (

@@ -94,6 +94,8 @@ type Options struct {
 	Events eventSink
 	// SkipNameValidation allows several managers with these controllers in one process (tests).
 	SkipNameValidation bool
+	// fifo gives all work the same priority: the baseline of the queue benchmark.
+	fifo bool
 }
 
 func (o *Options) defaults() error {
@@ -205,7 +207,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 		}
 		return writer.watchReports(ctx, mgr.GetCache(), func(k reportKey) {
 			if engine.demand.wantedIn(k) {
-				engine.enqueue(k.image())
+				engine.enqueue(priorityDemand, k.image())
 			}
 		})
 	}

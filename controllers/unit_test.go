@@ -692,7 +692,9 @@ func TestConditionSetters(t *testing.T) {
 		{"scanned", setScannedCondition, "Scanned", func(*observation) {}, "True/Matched"},
 		{"db stale", setScannedCondition, "Scanned", func(o *observation) { o.Scanned, o.ScanProblem = false, securityv1alpha1.ReasonDBStale }, "False/DBStale"},
 		{"ready", setReadiness, "Ready", func(*observation) {}, "True/Succeeded"},
-		{"stalled", setReadiness, "Stalled", func(o *observation) { o.Stalled, o.StalledReason = "denied", securityv1alpha1.ReasonRegistryAccessDenied }, "True/RegistryAccessDenied"},
+		{"stalled", setReadiness, "Stalled", func(o *observation) {
+			o.Stalled, o.StalledReason = "denied", securityv1alpha1.ReasonRegistryAccessDenied
+		}, "True/RegistryAccessDenied"},
 		{"retrying", setReadiness, "Reconciling", func(o *observation) { o.Retrying = "503" }, "True/ProgressingWithRetry"},
 		{"match failed", setReadiness, "Ready", func(o *observation) { o.Scanned, o.ScanProblem = false, securityv1alpha1.ReasonMatchFailed }, "False/MatchFailed"},
 	}

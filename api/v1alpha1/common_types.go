@@ -42,6 +42,8 @@ const (
 	ReasonDBStale = "DBStale"
 	// ReasonMatchFailed: matching the SBOM failed (Scanned, Ready).
 	ReasonMatchFailed = "MatchFailed"
+	// ReasonMatchDeferred: a huge SBOM waits for a worker that may match it.
+	ReasonMatchDeferred = "MatchDeferred"
 	// ReasonPolicyStalled: a policy that applies cannot be enforced (Stalled, Ready).
 	ReasonPolicyStalled = "PolicyStalled"
 

@@ -145,6 +145,9 @@ type fleet struct {
 	// fleet to a new database itself; the next RematchChanged or RematchAll returns them, so a
 	// caller never loses a change because a match happened to run first.
 	unclaimed map[string]bool
+	// filling are the packages a MatchMany is matching outside the lock, so a concurrent one
+	// waits for them instead of matching them again.
+	filling map[string]*pendingFill
 }
 
 func (m *Manager) fleetState() *fleet {
@@ -160,102 +163,6 @@ func (m *Manager) FleetStats() FleetStats {
 	defer m.fleetMu.Unlock()
 	f := m.fleetState()
 	return FleetStats{Documents: len(f.docs), Entries: len(f.entries), Matched: f.matched, Reused: f.reused, DBChecksum: f.checksum, LastRematch: f.last}
-}
-
-// MatchMany matches a batch of SBOM documents (keyed by any caller-chosen name, e.g. an image
-// digest) and remembers them for RematchChanged. Each distinct package across the batch and
-// all earlier batches is matched against the database once; every result equals what Match
-// returns for that document. A key seen before is replaced. Documents that fail to decode are
-// reported in the returned error (which names their keys) and left out of the result map; the
-// other documents are still matched and returned.
-//
-// Documents are decoded and matched a few at a time, so a large batch needs no more memory
-// than a small one beyond the caller's own copy of the documents.
-func (m *Manager) MatchMany(ctx context.Context, docs map[string][]byte) (map[string]*MatchResult, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	h, st, err := m.acquireFresh()
-	if err != nil {
-		return nil, err
-	}
-	defer h.inflight.Done()
-
-	keys := make([]string, 0, len(docs))
-	for k := range docs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	chunk := max(2*m.workers(), 8)
-	out := make(map[string]*MatchResult, len(docs))
-	var derrs []error
-	for len(keys) > 0 {
-		n := min(chunk, len(keys))
-		part := make(map[string][]byte, n)
-		for _, k := range keys[:n] {
-			part[k] = docs[k]
-		}
-		keys = keys[n:]
-		decoded, derr := m.decodeAll(ctx, part)
-		if derr != nil {
-			derrs = append(derrs, derr)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := m.matchDecoded(ctx, h, st, decoded, out); err != nil {
-			return nil, err
-		}
-	}
-	m.indexSoon(h)
-	return out, errors.Join(derrs...)
-}
-
-// matchDecoded remembers decoded documents, fills the cache for their packages and replays
-// their results into out.
-func (m *Manager) matchDecoded(ctx context.Context, h *handle, st Status, decoded map[string]*fleetDoc, out map[string]*MatchResult) error {
-	m.fleetMu.Lock()
-	defer m.fleetMu.Unlock()
-	f := m.fleetState()
-	if f.checksum != h.status.Checksum {
-		// documents matched before were matched against another database: RematchChanged
-		// brings them (and the cache) over, incrementally when it can
-		changed, err := m.rematchLocked(ctx, h, false)
-		if err != nil {
-			return err
-		}
-		if f.unclaimed == nil {
-			f.unclaimed = map[string]bool{}
-		}
-		for k := range changed {
-			f.unclaimed[k] = true
-		}
-	}
-	for k, d := range decoded {
-		f.docs[k] = d
-	}
-	if err := m.fillLocked(ctx, h, decoded); err != nil {
-		for k := range decoded {
-			delete(f.docs, k)
-		}
-		return err
-	}
-	results, err := m.replayAll(h, f, decoded, st)
-	if err != nil {
-		for k := range decoded {
-			delete(f.docs, k)
-		}
-		return err
-	}
-	for k, d := range decoded {
-		// the decoded records were needed for this first match only
-		for i := range d.pkgs {
-			d.pkgs[i].full = nil
-		}
-		d.result = results[k]
-		out[k] = results[k]
-	}
-	return nil
 }
 
 // Forget drops remembered SBOMs (e.g. images no longer running). Cache entries stay until
@@ -544,10 +451,6 @@ func packageKey(p pkg.Package) (string, error) {
 // spread over the worker providers, and caches the results. Callers hold fleetMu and h.
 func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fleetDoc) error {
 	f := m.fleetState()
-	type job struct {
-		key string
-		p   pkg.Package
-	}
 	var todo []job
 	want := map[string]bool{}
 	for k, e := range f.entries {
@@ -571,40 +474,53 @@ func (m *Manager) fillLocked(ctx context.Context, h *handle, docs map[string]*fl
 			todo = append(todo, job{o.key, stripped(*o.full)})
 		}
 	}
-	results := make([]*entry, len(todo))
-	if len(todo) > 0 {
-		provs := h.providers(m.workers())
-		type matchers struct {
-			index map[syftPkg.Type][]match.Matcher
-			def   match.Matcher
-		}
-		perWorker := make([]*matchers, len(provs))
-		err := onWorkers(provs, len(todo), func(w int, vp vulnerability.Provider, i int) error {
-			ms := perWorker[w]
-			if ms == nil {
-				ms = &matchers{}
-				ms.index, ms.def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
-				perWorker[w] = ms
-			}
-			e, err := matchOne(vp, ms.index, ms.def, todo[i].p)
-			if err == nil {
-				err = ctx.Err()
-			}
-			results[i] = e
-			return err
-		})
-		if err != nil {
-			return err
-		}
+	results, err := m.matchJobs(ctx, h, todo)
+	if err != nil {
+		return err
 	}
 	for i, j := range todo {
 		f.matched++
-		e := results[i]
-		e.src = j.p
-		e.src.ID = ""
-		f.entries[j.key] = e
+		f.entries[j.key] = results[i]
 	}
 	return nil
+}
+
+// job is one distinct package to match: its cache key and the record.
+type job struct {
+	key string
+	p   pkg.Package
+}
+
+// matchJobs matches packages spread over the worker providers and returns their entries in
+// order. It touches no fleet state, so it runs without the lock.
+func (m *Manager) matchJobs(ctx context.Context, h *handle, todo []job) ([]*entry, error) {
+	results := make([]*entry, len(todo))
+	if len(todo) == 0 {
+		return results, nil
+	}
+	provs := h.providers(min(m.workers(), len(todo)))
+	type matchers struct {
+		index map[syftPkg.Type][]match.Matcher
+		def   match.Matcher
+	}
+	perWorker := make([]*matchers, len(provs))
+	err := onWorkers(provs, len(todo), func(w int, vp vulnerability.Provider, i int) error {
+		ms := perWorker[w]
+		if ms == nil {
+			ms = &matchers{}
+			ms.index, ms.def = matcherIndex(matcher.NewDefaultMatchers(defaultMatcherConfig()))
+			perWorker[w] = ms
+		}
+		e, err := matchOne(vp, ms.index, ms.def, todo[i].p)
+		if err == nil {
+			err = ctx.Err()
+			e.src = todo[i].p
+			e.src.ID = ""
+		}
+		results[i] = e
+		return err
+	})
+	return results, err
 }
 
 // matchOne runs grype's per-package step of VulnerabilityMatcher.searchDBForMatches. When a
@@ -727,6 +643,15 @@ func shareable(ignores []match.IgnoreFilter, src pkg.ID) bool {
 // replayAll replays docs spread over the worker providers (results are independent per SBOM).
 // Callers hold fleetMu and h.
 func (m *Manager) replayAll(h *handle, f *fleet, docs map[string]*fleetDoc, st Status) (map[string]*MatchResult, error) {
+	results, reused, err := m.replayWith(h, func(k string) *entry { return f.entries[k] }, docs, st)
+	f.reused += int64(reused)
+	return results, err
+}
+
+// replayWith replays docs spread over the worker providers, reading cache entries through
+// lookup. It touches no fleet state itself, so with a snapshot as lookup it runs without the
+// lock. It returns how many occurrences were served from the cache.
+func (m *Manager) replayWith(h *handle, lookup func(string) *entry, docs map[string]*fleetDoc, st Status) (map[string]*MatchResult, int, error) {
 	keys := make([]string, 0, len(docs))
 	for k := range docs {
 		keys = append(keys, k)
@@ -737,20 +662,21 @@ func (m *Manager) replayAll(h *handle, f *fleet, docs map[string]*fleetDoc, st S
 	provs := h.providers(min(m.workers(), max(len(keys), 1)))
 	err := onWorkers(provs, len(keys), func(_ int, vp vulnerability.Provider, i int) error {
 		var err error
-		results[i], reused[i], err = replay(vp, f, docs[keys[i]], st)
+		results[i], reused[i], err = replay(vp, lookup, docs[keys[i]], st)
 		return err
 	})
+	total := 0
 	for _, n := range reused {
-		f.reused += int64(n)
+		total += n
 	}
 	if err != nil {
-		return nil, err
+		return nil, total, err
 	}
 	out := make(map[string]*MatchResult, len(keys))
 	for i, k := range keys {
 		out[k] = results[i]
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // onWorkers calls fn for every i in [0, n), one goroutine per provider (w is its index), which
@@ -789,8 +715,8 @@ func onWorkers(provs []vulnerability.Provider, n int, fn func(w int, vp vulnerab
 // replay rebuilds one SBOM's result from cached entries, running grype's cross-package steps
 // (ignore filters, de-duplication, ignore rules) exactly as VulnerabilityMatcher does. Local
 // packages are matched here, on vp. It reports how many occurrences were served from the
-// cache. It only reads f, so SBOMs can be replayed in parallel.
-func replay(vp vulnerability.Provider, f *fleet, d *fleetDoc, st Status) (*MatchResult, int, error) {
+// cache. It only reads entries through lookup, so SBOMs can be replayed in parallel.
+func replay(vp vulnerability.Provider, lookup func(string) *entry, d *fleetDoc, st Status) (*MatchResult, int, error) {
 	var all []match.Match
 	var ignores []match.IgnoreFilter
 	var index map[syftPkg.Type][]match.Matcher
@@ -798,7 +724,7 @@ func replay(vp vulnerability.Provider, f *fleet, d *fleetDoc, st Status) (*Match
 	reused := 0
 	for i := range d.pkgs {
 		o := &d.pkgs[i]
-		e := f.entries[o.key]
+		e := lookup(o.key)
 		if e == nil {
 			return nil, 0, errors.New("vulndb: internal error: cache entry lost for a remembered package")
 		}

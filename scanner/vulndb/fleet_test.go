@@ -284,7 +284,7 @@ func TestLocalEntriesMatchInPlace(t *testing.T) {
 				t.Fatalf("%s: a decoded record outlived its first match", k)
 			}
 		}
-		res, _, err := replay(h.provider, f, d, m.statusOf(h))
+		res, _, err := replay(h.provider, func(k string) *entry { return f.entries[k] }, d, m.statusOf(h))
 		if err != nil {
 			t.Fatal(err)
 		}
