@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -35,6 +36,13 @@ func newCLIWorld(t *testing.T) *cliWorld {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
+	// the go command places its build cache under XDG_CACHE_HOME too: keep the shared one for
+	// the fixture binaries
+	gocache, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOCACHE", strings.TrimSpace(string(gocache)))
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "xdg"))
 	reg := registrytest.New(t)
 	archive, err := dbtest.Archive(filepath.Join(dir, "build"), time.Now().Add(-time.Hour), []dbtest.Vuln{
