@@ -93,9 +93,8 @@ api-docs: $(CRD_REF_DOCS) ## Generate docs/api-reference.md from the API types.
 ##@ Demo
 
 .PHONY: demo
-demo: build control-plane ## Local control plane + local registry + demo images, the real manager, and its reports (DEMO_KEEP=1 keeps it up).
-	KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
-		IMAGETRUST_BIN=$(LOCALBIN)/imagetrust go run ./hack/demo
+demo: ## Local control plane + local registry + demo images, the real manager, and its reports (DEMO_KEEP=1 keeps it up).
+	@KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) LDFLAGS="$(LDFLAGS)" hack/demo.sh
 
 ##@ Build
 
