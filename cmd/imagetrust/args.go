@@ -14,7 +14,8 @@ const exitUsage = 64
 
 // usageError is a command line mistake: exit status 64 and a hint to the command's help.
 func usageError(cmd, format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf("%s: %s\nRun 'imagetrust %s --help' for usage.", cmd, fmt.Sprintf(format, args...), cmd)}
+	return &exitError{code: exitUsage, err: fmt.Errorf("%s: %s", cmd, fmt.Sprintf(format, args...)),
+		hint: fmt.Sprintf("Run 'imagetrust %s --help' for usage.", cmd)}
 }
 
 // parsed is a command line split into what the flags did and the positional arguments.

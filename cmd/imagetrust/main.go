@@ -24,10 +24,12 @@ Flags go before or after a command's arguments. Exit status: 0 success, 1 error,
 2 Untrusted (scan) or stale DB (db status), 64 usage error.
 `
 
-// exitError carries an exit status other than 1.
+// exitError carries an exit status other than 1, and for usage errors a hint printed after
+// the message.
 type exitError struct {
 	code int
 	err  error
+	hint string
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -48,6 +50,9 @@ func exitCode(err error, stderr io.Writer) int {
 		if ee.err != nil && ee.err.Error() != "" {
 			fmt.Fprintln(stderr, "imagetrust:", ee.err)
 		}
+		if ee.hint != "" {
+			fmt.Fprintln(stderr, ee.hint)
+		}
 		return ee.code
 	default:
 		fmt.Fprintln(stderr, "imagetrust:", err)
@@ -59,7 +64,7 @@ func exitCode(err error, stderr io.Writer) int {
 // output.
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return &exitError{code: exitUsage, err: errors.New("a command is needed\n" + usage)}
+		return &exitError{code: exitUsage, err: errors.New("a command is needed"), hint: usage}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -76,7 +81,7 @@ func run(args []string, stdout io.Writer) error {
 	case "-h", "--help", "-help":
 		return runHelp(rest, stdout)
 	default:
-		return &exitError{code: exitUsage, err: fmt.Errorf("unknown command %q\n%s", cmd, usage)}
+		return &exitError{code: exitUsage, err: fmt.Errorf("unknown command %q", cmd), hint: usage}
 	}
 }
 
@@ -93,6 +98,6 @@ func runHelp(args []string, stdout io.Writer) error {
 		}
 		return run(append(append([]string{}, args...), "--help"), stdout)
 	default:
-		return &exitError{code: exitUsage, err: fmt.Errorf("help: unknown command %q\n%s", args[0], usage)}
+		return &exitError{code: exitUsage, err: fmt.Errorf("help: unknown command %q", args[0]), hint: usage}
 	}
 }
