@@ -242,40 +242,51 @@ func applicable(pols []scanner.Policy, img scanner.Image) []scanner.Policy {
 // policies builds the policies from --policy files, or one implicit policy from the flags.
 func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 	if f.policyFile != "" {
-		var out []scanner.Policy
-		for _, path := range strings.Split(f.policyFile, ",") {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return nil, err
-			}
-			for i, doc := range strings.Split(string(data), "\n---") {
-				if strings.TrimSpace(doc) == "" {
-					continue
-				}
-				var p v1.ImageTrustPolicy
-				if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-					return nil, fmt.Errorf("%s document %d: %w", path, i+1, err)
-				}
-				if p.Kind != "ImageTrustPolicy" {
-					continue
-				}
-				applyPolicyDefaults(&p)
-				conv, err := policyconv.Convert(ctx, &p, nil)
-				if err == nil && len(conv.Problems) > 0 {
-					err = errors.New(strings.Join(conv.Problems, "; "))
-				}
-				if err != nil {
-					return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
-				}
-				out = append(out, conv.Policy)
-			}
-		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("%s holds no ImageTrustPolicy", f.policyFile)
-		}
-		return out, nil
+		return policiesFromFiles(ctx, f.policyFile)
 	}
+	return f.implicitPolicy()
+}
 
+// policiesFromFiles reads the ImageTrustPolicies of comma-separated YAML files, every document
+// converted and checked as the manager does.
+func policiesFromFiles(ctx context.Context, files string) ([]scanner.Policy, error) {
+	var out []scanner.Policy
+	for _, path := range strings.Split(files, ",") {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for i, doc := range strings.Split(string(data), "\n---") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			var p v1.ImageTrustPolicy
+			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+				return nil, fmt.Errorf("%s document %d: %w", path, i+1, err)
+			}
+			if p.Kind != "ImageTrustPolicy" {
+				continue
+			}
+			applyPolicyDefaults(&p)
+			conv, err := policyconv.Convert(ctx, &p, nil)
+			if err == nil && len(conv.Problems) > 0 {
+				err = errors.New(strings.Join(conv.Problems, "; "))
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
+			}
+			out = append(out, conv.Policy)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no ImageTrustPolicy", files)
+	}
+	return out, nil
+}
+
+// implicitPolicy is the one policy the signature flags and --fail-on make, for every image;
+// none when they ask for nothing.
+func (f *scanFlags) implicitPolicy() ([]scanner.Policy, error) {
 	p := scanner.Policy{Policy: policy.Policy{Name: "cli", Images: []string{"**"}}}
 	readPEM := func(path string) ([]byte, error) {
 		if path == "" {
