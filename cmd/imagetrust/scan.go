@@ -140,11 +140,6 @@ func runScan(args []string, stdout io.Writer) error {
 	if !slices.Contains(outputFormats, f.output) {
 		return usageError("scan", "-o %q: want one of %s", f.output, strings.Join(outputFormats, ", "))
 	}
-	if f.failOn != "" {
-		if _, ok := severity.Parse(f.failOn); !ok {
-			return usageError("scan", "--fail-on %q: want one of %s", f.failOn, strings.Join(failOnValues(), ", "))
-		}
-	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, f.timeout)
