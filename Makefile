@@ -24,6 +24,11 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 CRD_REF_DOCS_VERSION ?= v0.3.0
 CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
 
+# What `imagetrust version` reports: the release this tree builds and its commit ("-dirty" when
+# tracked files are modified).
+IMAGETRUST_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)
+LDFLAGS ?= -X main.version=v$(VERSION) -X main.commit=$(IMAGETRUST_COMMIT)
+
 # Test flags; CI adds -race on the packages where it is affordable.
 GOTEST_FLAGS ?= -count=1
 export GOFLAGS ?= -buildvcs=false
@@ -88,15 +93,14 @@ api-docs: $(CRD_REF_DOCS) ## Generate docs/api-reference.md from the API types.
 ##@ Demo
 
 .PHONY: demo
-demo: build control-plane ## Local control plane + local registry + demo images, the real manager, and its reports (DEMO_KEEP=1 keeps it up).
-	KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
-		IMAGETRUST_BIN=$(LOCALBIN)/imagetrust go run ./hack/demo
+demo: ## Local control plane + local registry + demo images, the real manager, and its reports (DEMO_KEEP=1 keeps it up).
+	@KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) LDFLAGS="$(LDFLAGS)" hack/demo.sh
 
 ##@ Build
 
 .PHONY: build
 build: ## Build the manager/CLI binary into bin/imagetrust.
-	go build -trimpath -o bin/imagetrust ./cmd/imagetrust
+	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/imagetrust ./cmd/imagetrust
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in KUBECONFIG.

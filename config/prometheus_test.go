@@ -128,6 +128,8 @@ func TestPrometheusMonitoring(t *testing.T) {
 			"ImageTrustVulnerabilityDBMissing":   {"imagetrust_vulndb_age_seconds", "< 0"},
 			"ImageTrustScansFailing":             {"controller_runtime_reconcile_errors_total", `job="imagetrust-controller-manager-metrics-service"`},
 			"ImageTrustRegistryErrors":           {"imagetrust_registry_requests_total", `code=~"5..|429"`},
+			// only unanswered requests (code 0) and not one answer of any kind in the window
+			"ImageTrustRegistryUnreachable": {"imagetrust_registry_requests_total", `{code="0"}[10m]`, "unless", `{code!="0"}[10m]`},
 		}
 		seen := map[string]bool{}
 		for _, g := range groups {

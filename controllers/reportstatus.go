@@ -43,6 +43,7 @@ const (
 	maxSchemaLen         = 32
 	maxConditionMsgLen   = 32768
 	maxPolicyNameInCheck = 253
+	maxLocations         = 1_000_000
 )
 
 // reportInput is everything one report is built from: the namespace's view of the image, the
@@ -196,6 +197,7 @@ func topFindings(findings []scanner.Finding, n int) []securityv1alpha1.Finding {
 			ID: trunc(f.ID, maxFindingIDLen), Severity: securityv1alpha1.Severity(scanner.NormalizeSeverity(f.Severity)),
 			Package: trunc(f.Package, maxPackageLen), InstalledVersion: trunc(f.Version, maxVersionLen),
 			FixedVersion: trunc(fixed, maxVersionLen), Type: trunc(f.Type, maxPackageTypeLen),
+			Locations: int32(min(len(f.Locations), maxLocations)),
 		})
 	}
 	return out

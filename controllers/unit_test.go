@@ -708,3 +708,13 @@ func TestConditionSetters(t *testing.T) {
 		}
 	}
 }
+
+// A vulnerable module in two binaries is one finding of the report, with two locations.
+func TestTopFindingsCountLocations(t *testing.T) {
+	fs := []vulndb.Finding{{ID: "GO-2026-1", Package: "golang.org/x/net", Version: "v0.1.0", Type: "go-module", Severity: "High",
+		Locations: []string{"/usr/bin/a", "/usr/bin/b"}}}
+	got := topFindings(fs, 10)
+	if len(got) != 1 || got[0].Locations != 2 || got[0].Severity != securityv1alpha1.SeverityHigh {
+		t.Fatalf("top findings %+v", got)
+	}
+}

@@ -32,7 +32,7 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
 minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
 staging_version="v0.${KUBE_VERSION#*.}"
 if [[ ! -x $OUT/kube-apiserver || ! -x $OUT/kubectl ]]; then
-  log "building kube-apiserver and kubectl v$KUBE_VERSION (cold: several minutes)"
+  log "building kube-apiserver and kubectl v$KUBE_VERSION into $OUT (cold: ~6 min, 2.4 GB peak memory; once)"
   mkdir -p "$work/kube"
   cd "$work/kube"
   kmod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -70,7 +70,7 @@ fi
 
 # --- etcd ----------------------------------------------------------------------------------
 if [[ ! -x $OUT/etcd ]]; then
-  log "building etcd v$ETCD_VERSION"
+  log "building etcd v$ETCD_VERSION into $OUT (cold: ~1 min; once)"
   mkdir -p "$work/etcd"
   cd "$work/etcd"
   cat > go.mod <<GOMOD

@@ -186,6 +186,9 @@ func TestInvalidObjectsRejected(t *testing.T) {
 		{"overlong reason", func() client.Object { return validReport("long-reason") }, func(o client.Object) {
 			o.(*v1.ImageTrustReport).Status.Signature = &v1.SignatureStatus{State: v1.SignatureInvalid, Reason: strings.Repeat("x", 1025)}
 		}, "status.signature.reason: Too long"},
+		{"negative location count", func() client.Object { return validReport("neg-locations") }, func(o client.Object) {
+			o.(*v1.ImageTrustReport).Status.TopFindings = []v1.Finding{{ID: "CVE-2024-1", Severity: v1.SeverityHigh, Package: "p", InstalledVersion: "1", Locations: -1}}
+		}, "status.topFindings[0].locations: Invalid value"},
 		{"unknown signature state", func() client.Object { return validReport("bad-state") }, func(o client.Object) {
 			o.(*v1.ImageTrustReport).Status.Signature = &v1.SignatureStatus{State: "Maybe"}
 		}, `Unsupported value: "Maybe"`},
@@ -246,7 +249,14 @@ func TestPrinterColumns(t *testing.T) {
 	if err := env.Client.Create(ctx, validPolicy("columns")); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.Create(ctx, validScan("columns")); err != nil {
+	scan := validScan("columns")
+	if err := env.Client.Create(ctx, scan); err != nil {
+		t.Fatal(err)
+	}
+	// a future time: kubectl's date columns print <invalid> for it
+	next := metav1.NewTime(time.Now().Add(59 * time.Minute).UTC().Truncate(time.Second))
+	scan.Status = v1.RegistryScanStatus{NextScheduleTime: &next, LastSuccessfulTime: &now, TagsFound: 4, DigestsFound: 6}
+	if err := env.Client.Status().Update(ctx, scan); err != nil {
 		t.Fatal(err)
 	}
 
@@ -276,6 +286,18 @@ func TestPrinterColumns(t *testing.T) {
 	row := strings.Fields(strings.Split(out, "\n")[1])
 	if got, want := strings.Join(row[:9], " "), "columns registry.example.com/team/app 0123456789ab Verified Attested 3 7 5 Untrusted"; got != want {
 		t.Errorf("itr row:\n got %s\nwant %s", got, want)
+	}
+
+	out = run("get", "regscan", "columns", "-n", "default")
+	header = strings.Fields(strings.SplitN(out, "\n", 2)[0])
+	if got, want := strings.Join(header, " "), "NAME SCHEDULE SUSPEND TAGS DIGESTS LAST SUCCESS NEXT READY AGE"; got != want {
+		t.Errorf("regscan columns:\n got %s\nwant %s", got, want)
+	}
+	// the schedule has spaces: read the NEXT column by its position under the header
+	lines := strings.Split(out, "\n")
+	from, to := strings.Index(lines[0], "NEXT"), strings.Index(lines[0], "READY")
+	if got := strings.TrimSpace(lines[1][from:to]); got != next.Format(time.RFC3339) || strings.Contains(out, "<invalid>") {
+		t.Errorf("regscan NEXT column = %q, want %s:\n%s", got, next.Format(time.RFC3339), out)
 	}
 
 	// The category lists all three kinds at once, as in `kubectl get imagetrust -A`.

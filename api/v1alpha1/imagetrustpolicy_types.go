@@ -225,7 +225,10 @@ type BaseImageRequirements struct {
 
 // VulnerabilityGate fails images with findings at or above a severity.
 type VulnerabilityGate struct {
-	// FailOnSeverity fails the image when a finding is at least this severe.
+	// FailOnSeverity fails the image when a finding is at least this severe, in Grype's order:
+	// Critical > High > Medium > Low > Negligible > Unknown. Unknown is the lowest: it counts
+	// every finding, including those whose record carries no severity (many Go and npm
+	// records), which every other level lets pass.
 	// +kubebuilder:default=Critical
 	// +optional
 	FailOnSeverity Severity `json:"failOnSeverity,omitempty"`

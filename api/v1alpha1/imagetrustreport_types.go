@@ -239,7 +239,8 @@ type VulnerabilitySummary struct {
 	ScannedAt *metav1.Time `json:"scannedAt,omitempty"`
 }
 
-// Finding is one vulnerability in one package.
+// Finding is one vulnerability in one package (name, version, type), wherever in the image the
+// package was found.
 type Finding struct {
 	// ID of the vulnerability, for example CVE-2024-1234.
 	// +kubebuilder:validation:MaxLength=128
@@ -260,6 +261,13 @@ type Finding struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	Type string `json:"type,omitempty"`
+	// Locations is the number of places in the image the package was found (files, e.g. each
+	// Go binary that links the module): one finding counts the vulnerability once however many
+	// copies there are. `imagetrust scan -o json` lists the paths.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	Locations int32 `json:"locations,omitempty"`
 }
 
 // PolicyResult is the verdict of the policies that apply to the image.

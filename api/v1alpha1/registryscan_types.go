@@ -116,7 +116,7 @@ type RegistryScanStatus struct {
 // +kubebuilder:printcolumn:name="Tags",type=integer,JSONPath=`.status.tagsFound`
 // +kubebuilder:printcolumn:name="Digests",type=integer,JSONPath=`.status.digestsFound`
 // +kubebuilder:printcolumn:name="Last Success",type=date,JSONPath=`.status.lastSuccessfulTime`
-// +kubebuilder:printcolumn:name="Next",type=date,JSONPath=`.status.nextScheduleTime`
+// +kubebuilder:printcolumn:name="Next",type=string,JSONPath=`.status.nextScheduleTime`,description="When listing starts next (RFC 3339)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RegistryScan struct {

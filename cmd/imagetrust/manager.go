@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -75,7 +76,7 @@ func (f *managerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
 	fs.Float64Var(&f.registryQPS, "registry-qps", registry.DefaultRequestsPerSecond, "requests per second per registry host (negative: unlimited)")
 	fs.IntVar(&f.registryConcurrency, "registry-max-concurrency", registry.DefaultMaxConcurrentPerRegistry, "concurrent requests per registry host (negative: unbounded)")
-	fs.Var(&f.insecure, "insecure-registry", "registry host[:port] reachable over plain HTTP or unverified TLS; repeatable")
+	fs.Var(&f.insecure, "insecure-registry", "registry `host[:port]` reachable over plain HTTP or unverified TLS; repeatable")
 	fs.StringVar(&f.defaultPlatform, "default-platform", "linux/amd64", "platform picked from a multi-arch image for pods that have not pulled it yet")
 	fs.DurationVar(&f.jitter, "requeue-jitter", 30*time.Second, "scheduled re-verifications are spread over this window")
 }
@@ -106,26 +107,27 @@ func (f *managerFlags) validate() error {
 
 func newManagerFlagSet(f *managerFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	f.register(fs)
 	return fs
 }
 
+var managerCommand = commandLine{name: "manager", about: `Run the Kubernetes operator against the cluster in KUBECONFIG (or in-cluster config) until
+SIGTERM: it watches pods, RegistryScans and ImageTrustPolicies and writes ImageTrustReports.`}
+
 // runManager runs the operator until SIGTERM.
-func runManager(args []string) error {
+func runManager(args []string, stdout io.Writer) error {
 	var f managerFlags
 	fs := newManagerFlagSet(&f)
 	// klog's text logger: structured key=value lines, -v for verbosity. (controller-runtime's
 	// zap helper would need github.com/go-logr/zapr in go.mod.)
 	logCfg := textlogger.NewConfig()
 	logCfg.AddFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 64, err: err}
+	if _, err := managerCommand.parse(fs, args, stdout); err != nil {
+		return err
 	}
 	if err := f.validate(); err != nil {
-		return &exitError{code: 64, err: err}
+		return usageError("manager", "%v", err)
 	}
 	ctrl.SetLogger(textlogger.NewLogger(logCfg))
 	cfg, err := ctrl.GetConfig()

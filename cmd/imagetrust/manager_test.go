@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -18,10 +19,11 @@ func TestManagerFlagValidation(t *testing.T) {
 		{[]string{"--report-grace-period", "0s"}, "--report-grace-period must be positive"},
 		{[]string{"--db-update-schedule", "every tuesday"}, "--db-update-schedule: "},
 		{[]string{"--db-update-url", "https://example.com/latest.json", "--db-archive", "/db.tar.gz"}, "alternatives"},
-		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--no-such-flag"}, "unknown flag --no-such-flag"},
+		{[]string{"extra"}, `takes no arguments, got ["extra"]`},
 	}
 	for _, tt := range tests {
-		err := runManager(tt.args)
+		err := runManager(tt.args, io.Discard)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 64 || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("runManager(%q) = %v, want exit 64 with %q", tt.args, err, tt.want)

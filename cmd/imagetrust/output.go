@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/policy"
+	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
@@ -20,6 +21,8 @@ const ScanReportAPIVersion = "imagetrust.dev/scan/v1"
 // ScanReport is the documented JSON output of `imagetrust scan -o json` (see README).
 type ScanReport struct {
 	APIVersion string `json:"apiVersion"`
+	// Version is the imagetrust build and the grype, syft and cosign libraries it links.
+	Version VersionInfo `json:"version"`
 	// Image is the reference as given on the command line.
 	Image string `json:"image"`
 	// Verdict over every platform: Untrusted if any is, else Unknown if any is, else Trusted.
@@ -54,6 +57,8 @@ type PlatformResult struct {
 	Findings    []FindingJSON      `json:"findings"`
 	Verdict     string             `json:"verdict"`
 	Failures    []FailureJSON      `json:"failures,omitempty"`
+	// Notes point out what the verdict does not show, e.g. findings the gate does not count.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // SignatureJSON is the signature result.
@@ -80,7 +85,7 @@ type SBOMJSON struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
-// FindingJSON is one vulnerability in one package.
+// FindingJSON is one vulnerability in one package (name, version, type), wherever it was found.
 type FindingJSON struct {
 	ID            string   `json:"id"`
 	Aliases       []string `json:"aliases,omitempty"`
@@ -91,6 +96,9 @@ type FindingJSON struct {
 	FixedVersions []string `json:"fixedVersions,omitempty"`
 	FixState      string   `json:"fixState,omitempty"`
 	Namespace     string   `json:"namespace,omitempty"`
+	// Locations are the files the package was found in (from the SBOM): a module linked into
+	// two binaries is one finding with two locations.
+	Locations []string `json:"locations,omitempty"`
 }
 
 // FailureJSON is a failed (or undecidable) policy check.
@@ -100,9 +108,15 @@ type FailureJSON struct {
 	Message string `json:"message"`
 }
 
-func newReport(image string, results []*scanner.Assessment, db vulndb.Status) ScanReport {
+// assessed is one platform's assessment with the policies it was evaluated against.
+type assessed struct {
+	*scanner.Assessment
+	policies []scanner.Policy
+}
+
+func newReport(image string, results []assessed, db vulndb.Status) ScanReport {
 	r := ScanReport{
-		APIVersion: ScanReportAPIVersion, Image: image, Verdict: string(policy.Trusted),
+		APIVersion: ScanReportAPIVersion, Version: buildVersion(), Image: image, Verdict: string(policy.Trusted),
 		DB:      DBInfo{Schema: db.SchemaVersion, Built: db.Built, Source: db.Source},
 		Results: []PlatformResult{},
 	}
@@ -130,8 +144,11 @@ func newReport(image string, results []*scanner.Assessment, db vulndb.Status) Sc
 			for _, f := range scanner.TopFindings(a.Scan.Findings, len(a.Scan.Findings)) {
 				pr.Findings = append(pr.Findings, FindingJSON{
 					ID: f.ID, Aliases: f.Aliases, Severity: f.Severity, Package: f.Package, Version: f.Version,
-					Type: f.Type, FixedVersions: f.FixedVersions, FixState: f.FixState, Namespace: f.Namespace,
+					Type: f.Type, FixedVersions: f.FixedVersions, FixState: f.FixState, Namespace: f.Namespace, Locations: f.Locations,
 				})
+			}
+			if note := uncountedUnknown(a.Scan.Summary, a.policies); note != "" {
+				pr.Notes = append(pr.Notes, note)
 			}
 		}
 		for _, res := range a.Verdict.Results {
@@ -148,6 +165,32 @@ func newReport(image string, results []*scanner.Assessment, db vulndb.Status) Sc
 		r.Results = append(r.Results, pr)
 	}
 	return r
+}
+
+// uncountedUnknown says so when findings without a severity exist and no vulnerability gate
+// that applies counts them: a gate at Low passes an image whose every finding is Unknown.
+func uncountedUnknown(sum scanner.Summary, pols []scanner.Policy) string {
+	gated := false
+	for _, p := range pols {
+		if g := p.Vulnerabilities; g != nil {
+			if severity.Rank(g.FailOn) == severity.Rank(severity.Unknown) && g.FailOn != "" {
+				return ""
+			}
+			gated = true
+		}
+	}
+	if !gated || sum.Unknown == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d %s no severity; --fail-on unknown (failOnSeverity: Unknown) counts them",
+		sum.Unknown, plural(sum.Unknown, "finding has", "findings have"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func writeJSON(w io.Writer, r ScanReport) error {
@@ -190,23 +233,40 @@ func writeTable(w io.Writer, r ScanReport, maxFindings int) error {
 		} else {
 			fmt.Fprintf(tw, "VULNERABILITIES\tnot scanned: %s\n", p.ScanReason)
 		}
+		for _, n := range p.Notes {
+			fmt.Fprintf(tw, "NOTE\t%s\n", n)
+		}
 		fmt.Fprintf(tw, "VERDICT\t%s\n", p.Verdict)
 		for _, f := range p.Failures {
 			fmt.Fprintf(tw, "  %s/%s\t%s\n", f.Policy, f.Check, f.Message)
 		}
-		if len(p.Findings) > 0 {
-			fmt.Fprintln(tw)
-			fmt.Fprintln(tw, "  ID\tSEVERITY\tPACKAGE\tINSTALLED\tFIXED IN\tTYPE")
-			for i, f := range p.Findings {
-				if i == maxFindings {
-					fmt.Fprintf(tw, "  … %d more (use -o json)\t\t\t\t\t\n", len(p.Findings)-maxFindings)
-					break
-				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Severity, f.Package, f.Version, strings.Join(f.FixedVersions, ", "), f.Type)
-			}
-		}
+		writeFindings(tw, p.Findings, maxFindings)
 	}
 	return tw.Flush()
+}
+
+// writeFindings lists findings as grype's table does, one row per vulnerability and package,
+// with where the package was found.
+func writeFindings(tw io.Writer, findings []FindingJSON, maxFindings int) {
+	if len(findings) == 0 {
+		return
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "  ID\tSEVERITY\tPACKAGE\tINSTALLED\tFIXED IN\tTYPE\tLOCATION")
+	for i, f := range findings {
+		if i == maxFindings {
+			fmt.Fprintf(tw, "  … %d more (use -o json)\t\t\t\t\t\t\n", len(findings)-maxFindings)
+			break
+		}
+		loc := ""
+		if len(f.Locations) > 0 {
+			loc = f.Locations[0]
+			if n := len(f.Locations) - 1; n > 0 {
+				loc += fmt.Sprintf(" (+%d more)", n)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Severity, f.Package, f.Version, strings.Join(f.FixedVersions, ", "), f.Type, loc)
+	}
 }
 
 // SARIF 2.1.0, the subset code-scanning dashboards read: one rule per vulnerability id, one
@@ -220,12 +280,18 @@ func writeSARIF(w io.Writer, r ScanReport) error {
 		ShortDescription msg            `json:"shortDescription"`
 		Properties       map[string]any `json:"properties,omitempty"`
 	}
+	type logicalLocation struct {
+		Name               string `json:"name"`
+		FullyQualifiedName string `json:"fullyQualifiedName"`
+	}
 	type location struct {
 		PhysicalLocation struct {
 			ArtifactLocation struct {
 				URI string `json:"uri"`
 			} `json:"artifactLocation"`
 		} `json:"physicalLocation"`
+		// LogicalLocations are the files in the image, as grype's SARIF names them.
+		LogicalLocations []logicalLocation `json:"logicalLocations,omitempty"`
 	}
 	type result struct {
 		RuleID    string     `json:"ruleId"`
@@ -249,6 +315,9 @@ func writeSARIF(w io.Writer, r ScanReport) error {
 			}
 			var loc location
 			loc.PhysicalLocation.ArtifactLocation.URI = p.Repository + "@" + p.Digest
+			for _, path := range f.Locations {
+				loc.LogicalLocations = append(loc.LogicalLocations, logicalLocation{Name: path, FullyQualifiedName: p.Repository + "@" + p.Digest + ":" + path})
+			}
 			results = append(results, result{
 				RuleID: f.ID, Level: sarifLevel(f.Severity),
 				Message:   msg{Text: fmt.Sprintf("%s %s %s is affected by %s (%s); %s", f.Type, f.Package, f.Version, f.ID, f.Severity, fix)},
@@ -270,16 +339,17 @@ func writeSARIF(w io.Writer, r ScanReport) error {
 }
 
 func sarifLevel(sev string) string {
-	switch sev {
-	case "Critical", "High":
+	switch severity.Normalize(sev) {
+	case severity.Critical, severity.High:
 		return "error"
-	case "Medium":
+	case severity.Medium:
 		return "warning"
 	default:
 		return "note"
 	}
 }
 
+// securitySeverity is the CVSS-like score GitHub code scanning ranks SARIF results by.
 func securitySeverity(sev string) string {
-	return map[string]string{"Critical": "9.5", "High": "8.0", "Medium": "5.5", "Low": "2.0"}[sev]
+	return map[string]string{severity.Critical: "9.5", severity.High: "8.0", severity.Medium: "5.5", severity.Low: "2.0"}[severity.Normalize(sev)]
 }

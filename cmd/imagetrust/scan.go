@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/policy"
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
+	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
@@ -63,7 +65,7 @@ func defaultDir(sub string) string {
 }
 
 func (f *scanFlags) register(fs *flag.FlagSet) {
-	fs.Var(&f.keys, "key", "cosign public key file (PEM); repeatable, any one may sign")
+	fs.Var(&f.keys, "key", "cosign public key `file` (PEM); repeatable, any one may sign")
 	fs.StringVar(&f.identity, "certificate-identity", "", "keyless: expected certificate subject (email or URI)")
 	fs.StringVar(&f.identityRE, "certificate-identity-regexp", "", "keyless: regular expression for the certificate subject")
 	fs.StringVar(&f.issuer, "certificate-oidc-issuer", "", "keyless: expected OIDC issuer")
@@ -74,43 +76,69 @@ func (f *scanFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ctlogKey, "ctlog-public-key", "", "keyless: PEM file of a private CT log's public key")
 	fs.BoolVar(&f.ignoreTlog, "insecure-ignore-tlog", false, "accept signatures without transparency-log proof")
 	fs.BoolVar(&f.ignoreSCT, "insecure-ignore-sct", false, "keyless: accept certificates without an SCT")
-	fs.StringVar(&f.policyFile, "policy", "", "ImageTrustPolicy YAML file(s), comma separated; replaces the signature flags")
-	fs.StringVar(&f.failOn, "fail-on", "", "fail (Untrusted) on vulnerabilities at or above this severity: critical, high, medium, low")
+	fs.StringVar(&f.policyFile, "policy", "", "ImageTrustPolicy YAML `file`s, comma separated; replaces the signature flags and --fail-on")
+	fs.StringVar(&f.failOn, "fail-on", "", "fail (Untrusted) on vulnerabilities at or above this `severity`: "+strings.Join(failOnValues(), ", ")+
+		"\n(grype's order; unknown is the lowest and counts every finding, including those without a severity)")
 	fs.BoolVar(&f.onlyFixed, "only-fixed", false, "with --fail-on, count only vulnerabilities that have a fix")
 	fs.StringVar(&f.dbDir, "db-dir", defaultDir("db"), "Grype vulnerability DB directory")
 	fs.StringVar(&f.dbArchive, "db-archive", "", "import this Grype DB archive into --db-dir before scanning")
 	fs.DurationVar(&f.dbMaxAge, "db-max-age", 0, "refuse a DB built longer ago than this (0: no limit)")
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultDir("sbom"), "SBOM cache directory (empty: no cache)")
-	fs.Var(&f.platforms, "platform", "platform of a multi-arch image to scan, os/arch[/variant]; repeatable (default: all)")
-	fs.StringVar(&f.output, "o", "table", "output format: table, json or sarif")
+	fs.Var(&f.platforms, "platform", "platform of a multi-arch image to scan, `os/arch[/variant]`; repeatable (default: all)")
+	fs.StringVar(&f.output, "o", "table", "output `format`: "+strings.Join(outputFormats, ", "))
 	fs.StringVar(&f.registryConfig, "registry-config", "", "docker config.json or dockerconfigjson file with registry credentials (default: ~/.docker/config.json)")
-	fs.Var(&f.insecure, "insecure-registry", "registry host spoken to over plain HTTP or unverified TLS; repeatable")
+	fs.Var(&f.insecure, "insecure-registry", "registry `host[:port]` spoken to over plain HTTP or unverified TLS; repeatable")
 	fs.StringVar(&f.caFile, "registry-ca-file", "", "PEM CA bundle for registries with a private CA")
 	fs.IntVar(&f.maxFindings, "max-findings", 50, "findings listed in table output (json lists all)")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "overall time limit")
 }
 
-func runScan(args []string, stdout io.Writer) error {
+// scanCommand is `imagetrust scan`.
+var scanCommand = commandLine{
+	name: "scan", synopsis: "IMAGE", args: 1,
+	about: `Verify the signatures and attestations of IMAGE (a tag or digest reference), obtain its SBOM
+(attested, referrer or generated with Syft), match it against the Grype vulnerability DB and
+evaluate the policies: --policy files, or one policy made of the signature flags and --fail-on.
+
+Exit status: 0 Trusted or Unknown, 2 Untrusted, 1 error, 64 usage error.`,
+}
+
+// failOnValues are the values --fail-on accepts, most severe first: grype's severities in
+// grype's order, where unknown (no severity recorded) is the lowest, so --fail-on unknown
+// counts every finding.
+func failOnValues() []string {
+	var out []string
+	for _, n := range severity.Names() {
+		out = append(out, strings.ToLower(n))
+	}
+	return out
+}
+
+var outputFormats = []string{"table", "json", "sarif"}
+
+func newScanFlagSet(f *scanFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
-	var f scanFlags
+	fs.SetOutput(io.Discard)
 	f.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: imagetrust scan IMAGE [flags]\n\nExit status: 0 Trusted or Unknown, 2 Untrusted, 1 error.\n\nFlags:")
-		fs.PrintDefaults()
+	return fs
+}
+
+func runScan(args []string, stdout io.Writer) error {
+	var f scanFlags
+	fs := newScanFlagSet(&f)
+	pos, err := scanCommand.parse(fs, args, stdout)
+	if err != nil {
+		return err
 	}
-	image, rest := splitPositional(args)
-	if err := fs.Parse(rest); err != nil {
-		return &exitError{code: 64, err: err}
+	image := pos[0]
+	if err := refuseEmpty(fs, "cache-dir"); err != nil {
+		return err
 	}
-	if image == "" && fs.NArg() > 0 {
-		image = fs.Arg(0)
+	if err := refuseWithPolicy(fs); err != nil {
+		return err
 	}
-	if image == "" {
-		fs.Usage()
-		return &exitError{code: 64, err: errors.New("scan needs an IMAGE")}
-	}
-	if f.output != "table" && f.output != "json" && f.output != "sarif" {
-		return &exitError{code: 64, err: fmt.Errorf("-o %q: want table, json or sarif", f.output)}
+	if !slices.Contains(outputFormats, f.output) {
+		return usageError("scan", "-o %q: want one of %s", f.output, strings.Join(outputFormats, ", "))
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
@@ -131,13 +159,14 @@ func runScan(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("resolving %s: %w", image, err)
 	}
-	var results []*scanner.Assessment
+	var results []assessed
 	for _, img := range imgs {
-		a, err := sc.Assess(ctx, img, applicable(pols, img))
+		applied := applicable(pols, img)
+		a, err := sc.Assess(ctx, img, applied)
 		if err != nil {
 			return err
 		}
-		results = append(results, a)
+		results = append(results, assessed{Assessment: a, policies: applied})
 	}
 	report := newReport(image, results, db.Status())
 	switch f.output {
@@ -157,12 +186,37 @@ func runScan(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// splitPositional lets the image come before or after the flags, as cosign and grype allow.
-func splitPositional(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
+// refuseEmpty rejects a flag given an empty value, such as --fail-on="$UNSET": read as "not
+// given", it would drop the gate the command line asked for. Flags in allowed document a
+// meaning for empty.
+func refuseEmpty(fs *flag.FlagSet, allowed ...string) error {
+	var err error
+	fs.Visit(func(fl *flag.Flag) {
+		if err == nil && fl.Value.String() == "" && !slices.Contains(allowed, fl.Name) {
+			err = usageError(fs.Name(), "%s is empty (an unset variable?): give it a value or leave it out", dashed(fl.Name))
+		}
+	})
+	return err
+}
+
+// policyOnlyFlags make the implicit policy; with --policy they would be ignored.
+var policyOnlyFlags = []string{"key", "certificate-identity", "certificate-identity-regexp", "certificate-oidc-issuer",
+	"certificate-oidc-issuer-regexp", "ca-roots", "ca-intermediates", "rekor-public-key", "ctlog-public-key",
+	"insecure-ignore-tlog", "insecure-ignore-sct", "fail-on", "only-fixed"}
+
+// refuseWithPolicy rejects --policy together with a flag of the implicit policy: a --fail-on
+// that a policy file silently replaced would be a gate that is not there.
+func refuseWithPolicy(fs *flag.FlagSet) error {
+	if fs.Lookup("policy").Value.String() == "" {
+		return nil
 	}
-	return "", args
+	var err error
+	fs.Visit(func(fl *flag.Flag) {
+		if err == nil && slices.Contains(policyOnlyFlags, fl.Name) {
+			err = usageError("scan", "%s cannot be combined with --policy: put it in the policy (authorities, vulnerabilities)", dashed(fl.Name))
+		}
+	})
+	return err
 }
 
 // applicable keeps the policies that cover img, by the same rule the manager applies.
@@ -183,40 +237,51 @@ func applicable(pols []scanner.Policy, img scanner.Image) []scanner.Policy {
 // policies builds the policies from --policy files, or one implicit policy from the flags.
 func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 	if f.policyFile != "" {
-		var out []scanner.Policy
-		for _, path := range strings.Split(f.policyFile, ",") {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return nil, err
-			}
-			for i, doc := range strings.Split(string(data), "\n---") {
-				if strings.TrimSpace(doc) == "" {
-					continue
-				}
-				var p v1.ImageTrustPolicy
-				if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
-					return nil, fmt.Errorf("%s document %d: %w", path, i+1, err)
-				}
-				if p.Kind != "ImageTrustPolicy" {
-					continue
-				}
-				applyPolicyDefaults(&p)
-				conv, err := policyconv.Convert(ctx, &p, nil)
-				if err == nil && conv.Policy.Stalled() {
-					err = errors.New(strings.Join(conv.Policy.Problems, "; "))
-				}
-				if err != nil {
-					return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
-				}
-				out = append(out, conv.Policy)
-			}
-		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("%s holds no ImageTrustPolicy", f.policyFile)
-		}
-		return out, nil
+		return policiesFromFiles(ctx, f.policyFile)
 	}
+	return f.implicitPolicy()
+}
 
+// policiesFromFiles reads the ImageTrustPolicies of comma-separated YAML files, every document
+// converted and checked as the manager does.
+func policiesFromFiles(ctx context.Context, files string) ([]scanner.Policy, error) {
+	var out []scanner.Policy
+	for _, path := range strings.Split(files, ",") {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for i, doc := range strings.Split(string(data), "\n---") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			var p v1.ImageTrustPolicy
+			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+				return nil, fmt.Errorf("%s document %d: %w", path, i+1, err)
+			}
+			if p.Kind != "ImageTrustPolicy" {
+				continue
+			}
+			applyPolicyDefaults(&p)
+			conv, err := policyconv.Convert(ctx, &p, nil)
+			if err == nil && conv.Policy.Stalled() {
+				err = errors.New(strings.Join(conv.Policy.Problems, "; "))
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: policy %s: %w", path, p.Name, err)
+			}
+			out = append(out, conv.Policy)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no ImageTrustPolicy", files)
+	}
+	return out, nil
+}
+
+// implicitPolicy is the one policy the signature flags and --fail-on make, for every image;
+// none when they ask for nothing.
+func (f *scanFlags) implicitPolicy() ([]scanner.Policy, error) {
 	p := scanner.Policy{Policy: policy.Policy{Name: "cli", Images: []string{"**"}}}
 	readPEM := func(path string) ([]byte, error) {
 		if path == "" {
@@ -269,9 +334,9 @@ func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 	}
 	p.RequireSignature = len(p.AuthorityConfigs) > 0
 	if f.failOn != "" {
-		sev := strings.ToUpper(f.failOn[:1]) + strings.ToLower(f.failOn[1:])
-		if policy.SeverityRank(sev) == 0 {
-			return nil, &exitError{code: 64, err: fmt.Errorf("--fail-on %q: want critical, high, medium, low or negligible", f.failOn)}
+		sev, ok := severity.Parse(f.failOn)
+		if !ok {
+			return nil, usageError("scan", "--fail-on %q: want one of %s", f.failOn, strings.Join(failOnValues(), ", "))
 		}
 		p.Vulnerabilities = &policy.VulnerabilityGate{FailOn: sev, OnlyFixed: f.onlyFixed}
 	}
@@ -342,6 +407,7 @@ func openDB(ctx context.Context, dir, archive string, maxAge time.Duration) (*vu
 		return nil, err
 	}
 	if archive != "" {
+		_ = db.Load(ctx) // the installed DB, so the same archive is not imported on every run
 		if _, err := db.Import(ctx, archive); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("importing %s: %w", archive, err)

@@ -2,7 +2,8 @@
 // SBOM with imagetrust's matching: (a) grype CLI per SBOM, (b) naive Manager.Match per SBOM,
 // (c) deduplicated Manager.MatchMany, (d) RematchChanged after a ~1% database update. Each of
 // (b)–(d) runs in a child process of its own so its peak RSS is its own. All findings are
-// reduced to (vulnerability id, package, version, fix) tuples and must be identical.
+// reduced to the rows of grype's table — (vulnerability id, package, version, fix) tuples, each
+// with the package locations it covers — and must be identical.
 //
 //	go run ./hack/bench -scale ci [-grype bin/grype-v0.121.2]
 package main
@@ -353,13 +354,62 @@ func tuple(id, name, version string, fix []string) string {
 	return id + "|" + name + "|" + version + "|" + strings.Join(f, ",")
 }
 
-func tuples(fs []vulndb.Finding) []string {
-	out := make([]string, 0, len(fs))
-	for _, f := range fs {
-		out = append(out, tuple(f.ID, f.Package, f.Version, f.FixedVersions))
+// tableRows reduces findings the way grype's table shows them: one row per tuple, however many
+// package occurrences (locations) produced it, with the locations it covers. Both grype's JSON
+// (one match per occurrence) and imagetrust's findings (one per package, with its locations)
+// reduce to the same rows when they agree.
+type tableRows map[string]map[string]bool
+
+func (r tableRows) add(key string, locations []string) {
+	if r[key] == nil {
+		r[key] = map[string]bool{}
+	}
+	for _, l := range locations {
+		r[key][l] = true
+	}
+}
+
+func (r tableRows) sorted() []string {
+	out := make([]string, 0, len(r))
+	for k, ls := range r {
+		locs := make([]string, 0, len(ls))
+		for l := range ls {
+			locs = append(locs, l)
+		}
+		sort.Strings(locs)
+		out = append(out, k+"|"+strings.Join(locs, ","))
 	}
 	sort.Strings(out)
 	return out
+}
+
+func tuples(fs []vulndb.Finding) []string {
+	rows := tableRows{}
+	for _, f := range fs {
+		rows.add(tuple(f.ID, f.Package, f.Version, f.FixedVersions), f.Locations)
+	}
+	return rows.sorted()
+}
+
+// grypeLocations are a grype JSON artifact's paths, reduced as imagetrust reduces an SBOM's:
+// the primary evidence when marked, else all.
+func grypeLocations(ls []grypeLocation) []string {
+	var primary, all []string
+	for _, l := range ls {
+		all = append(all, l.Path)
+		if l.Annotations["evidence"] == "primary" {
+			primary = append(primary, l.Path)
+		}
+	}
+	if len(primary) > 0 {
+		return primary
+	}
+	return all
+}
+
+type grypeLocation struct {
+	Path        string            `json:"path"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 // grypeCLI runs the upstream CLI once per SBOM against database A, imported once with
@@ -397,20 +447,21 @@ func grypeCLI(bin, work, archive string, docs map[string][]byte) (*measurement, 
 					} `json:"fix"`
 				} `json:"vulnerability"`
 				Artifact struct {
-					Name    string `json:"name"`
-					Version string `json:"version"`
+					Name      string          `json:"name"`
+					Version   string          `json:"version"`
+					Locations []grypeLocation `json:"locations"`
 				} `json:"artifact"`
 			} `json:"matches"`
 		}
 		if err := json.Unmarshal(out, &doc); err != nil {
 			return nil, fmt.Errorf("%s: decode grype output: %w", k, err)
 		}
-		ts := []string{}
+		rows := tableRows{}
 		for _, mm := range doc.Matches {
-			ts = append(ts, tuple(mm.Vulnerability.ID, mm.Artifact.Name, mm.Artifact.Version, mm.Vulnerability.Fix.Versions))
+			rows.add(tuple(mm.Vulnerability.ID, mm.Artifact.Name, mm.Artifact.Version, mm.Vulnerability.Fix.Versions),
+				grypeLocations(mm.Artifact.Locations))
 		}
-		sort.Strings(ts)
-		m.Findings[k] = ts
+		m.Findings[k] = rows.sorted()
 	}
 	m.Extra = fmt.Sprintf("%d processes, peak RSS is the largest one", len(keys))
 	return m, nil

@@ -33,10 +33,26 @@ type Env struct {
 }
 
 // RepoRoot is the repository root, found from this file's location so tests in any package
-// can locate config/ and hack/.
+// can locate config/ and hack/. A binary built with -trimpath (bin/demo) knows only the module
+// path: then it is the nearest directory above the working directory holding this module's
+// go.mod.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	if filepath.IsAbs(file) {
+		return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/imagetrust/imagetrust\n") {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
 }
 
 // Assets returns the directory holding kube-apiserver, etcd and kubectl.

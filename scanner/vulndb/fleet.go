@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/anchore/grype/grype/match"
 	"github.com/anchore/grype/grype/matcher"
@@ -83,19 +84,27 @@ type occurrence struct {
 	id     pkg.ID
 	owners []pkg.ID // RelatedPackages[ownership-by-file-overlap]
 	key    string
-	full   *pkg.Package // the decoded record, only until its document has been matched
+	locs   unique.Handle[string] // findingLocations joined by NUL: one pointer, shared by equal lists
+	full   *pkg.Package          // the decoded record, only until its document has been matched
 }
 
 // pkgFor rebuilds the package grype would have seen for this occurrence: the cached record
-// (identical in every field the key covers) with this occurrence's identity and owners.
-// Locations are not kept: no matcher reads them, and a result that depends on them (an ignore
-// filter naming a location) is never shared (see shareable).
+// (identical in every field the key covers) with this occurrence's identity and owners, and the
+// locations a finding lists. The other locations are not kept: no matcher reads them, and a
+// result that depends on them (an ignore filter naming a location) is never shared (see
+// shareable).
 func (o *occurrence) pkgFor(e *entry) pkg.Package {
 	if o.full != nil {
 		return *o.full
 	}
 	p := e.src
 	p.ID = o.id
+	p.Locations = file.LocationSet{}
+	if paths := o.locs.Value(); paths != "" {
+		for path := range strings.SplitSeq(paths, "\x00") {
+			p.Locations.Add(file.NewLocation(path).WithAnnotation(syftPkg.EvidenceAnnotationKey, syftPkg.PrimaryEvidenceAnnotation))
+		}
+	}
 	if len(o.owners) > 0 {
 		rel := make([]*pkg.Package, len(o.owners))
 		for i, id := range o.owners {
@@ -379,7 +388,7 @@ func (m *Manager) decode(doc []byte) (*fleetDoc, error) {
 	d := &fleetDoc{pkgs: make([]occurrence, len(pkgs))}
 	for i := range pkgs {
 		p := &pkgs[i]
-		o := occurrence{id: p.ID, full: p}
+		o := occurrence{id: p.ID, full: p, locs: unique.Make(strings.Join(findingLocations(p.Locations), "\x00"))}
 		for _, r := range p.RelatedPackages[artifact.OwnershipByFileOverlapRelationship] {
 			if r != nil {
 				o.owners = append(o.owners, r.ID)
@@ -760,12 +769,7 @@ func replay(vp vulnerability.Provider, lookup func(string) *entry, d *fleetDoc, 
 	filtered, _ := match.ApplyIgnoreFilters(all, ignoredMatchFilter(ignores))
 	res := match.NewMatches(filtered...)
 	res, _ = match.ApplyIgnoreRules(res, defaultIgnoreRules)
-	var findings []Finding
-	for _, mm := range res.Sorted() {
-		findings = append(findings, toFinding(vp, mm))
-	}
-	SortFindings(findings)
-	return &MatchResult{Findings: findings, Packages: len(d.pkgs), DB: st}, reused, nil
+	return &MatchResult{Findings: toFindings(vp, res.Sorted()), Packages: len(d.pkgs), DB: st}, reused, nil
 }
 
 // ignoreIndex mirrors grype's unexported ignoreRulesByIndex/ignoredMatchFilter, so a replayed
@@ -847,6 +851,7 @@ func sameFindings(a, b []Finding) bool {
 		return x.ID == y.ID && x.Package == y.Package && x.Version == y.Version && x.Type == y.Type && x.PURL == y.PURL &&
 			x.FixState == y.FixState && x.Severity == y.Severity && x.Namespace == y.Namespace &&
 			slices.Equal(x.Aliases, y.Aliases) && slices.Equal(x.FixedVersions, y.FixedVersions) &&
-			slices.Equal(x.Matchers, y.Matchers) && slices.Equal(x.MatchTypes, y.MatchTypes)
+			slices.Equal(x.Matchers, y.Matchers) && slices.Equal(x.MatchTypes, y.MatchTypes) &&
+			slices.Equal(x.Locations, y.Locations)
 	})
 }

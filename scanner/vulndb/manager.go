@@ -81,6 +81,12 @@ type Config struct {
 	MatchWorkers int
 }
 
+// SupportedSchemaVersion is the Grype DB schema this build reads and writes, e.g. "v6.1.10":
+// archives of another model version are refused at import.
+func SupportedSchemaVersion() string {
+	return fmt.Sprintf("v%d.%d.%d", v6.ModelVersion, v6.Revision, v6.Addition)
+}
+
 // Status describes the loaded database.
 type Status struct {
 	// SchemaVersion is grype's schema version of the database, e.g. "v6.1.10".

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/anchore/grype/grype"
@@ -27,6 +28,7 @@ import (
 	"github.com/anchore/grype/grype/pkg"
 	"github.com/anchore/grype/grype/version"
 	"github.com/anchore/grype/grype/vulnerability"
+	"github.com/anchore/syft/syft/file"
 	syftPkg "github.com/anchore/syft/syft/pkg"
 
 	"github.com/imagetrust/imagetrust/scanner/severity"
@@ -34,7 +36,10 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 )
 
-// Finding is one vulnerability matched to one package.
+// Finding is one vulnerability in one package (name, version, type), wherever in the image that
+// package was found: grype matches each package occurrence on its own, so a Go module linked
+// into two binaries is two matches, but it is one finding with two Locations — as grype's table
+// shows it, one row.
 type Finding struct {
 	// ID is the vulnerability ID as recorded by its provider (CVE-…, GHSA-…).
 	ID string
@@ -58,6 +63,10 @@ type Finding struct {
 	Matchers []string
 	// MatchTypes are how it matched (exact-direct-match, exact-indirect-match, cpe-match), sorted.
 	MatchTypes []string
+	// Locations are the files the package was found in, from the SBOM (sorted, distinct): one
+	// per occurrence, e.g. each Go binary that links the module. Only a package's primary
+	// evidence counts (a deb package is in /var/lib/dpkg/status, not in its copyright file).
+	Locations []string
 }
 
 // MatchResult is the outcome of matching one SBOM.
@@ -157,12 +166,19 @@ func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbom []byte) ([]F
 		return nil, 0, fmt.Errorf("vulndb: match: %w", err)
 	}
 
-	var findings []Finding
-	for _, mm := range remaining.Sorted() {
+	return toFindings(vp, remaining.Sorted()), len(pkgs), nil
+}
+
+// toFindings converts grype's matches, one finding per distinct finding whatever the number of
+// occurrences, sorted.
+func toFindings(vp vulnerability.Provider, matches []match.Match) []Finding {
+	findings := make([]Finding, 0, len(matches))
+	for _, mm := range matches {
 		findings = append(findings, toFinding(vp, mm))
 	}
+	findings = mergeLocations(findings)
 	SortFindings(findings)
-	return findings, len(pkgs), nil
+	return findings
 }
 
 func toFinding(vp vulnerability.Provider, mm match.Match) Finding {
@@ -177,6 +193,7 @@ func toFinding(vp vulnerability.Provider, mm match.Match) Finding {
 		FixState:      string(v.Fix.State),
 		Namespace:     v.Namespace,
 		Severity:      severityOf(vp, v),
+		Locations:     findingLocations(mm.Package.Locations),
 	}
 	if f.FixState == "" {
 		f.FixState = string(vulnerability.FixStateUnknown)
@@ -198,6 +215,66 @@ func toFinding(vp vulnerability.Provider, mm match.Match) Finding {
 	sort.Strings(f.Matchers)
 	sort.Strings(f.MatchTypes)
 	return f
+}
+
+// findingLocations are the paths a package was found at: its primary evidence when the SBOM
+// marks it (syft does), else every location the SBOM records (SPDX, CycloneDX).
+func findingLocations(ls file.LocationSet) []string {
+	var primary, all []string
+	for _, l := range ls.ToSlice() {
+		if l.RealPath == "" {
+			continue
+		}
+		all = append(all, l.RealPath)
+		if l.Annotations[syftPkg.EvidenceAnnotationKey] == syftPkg.PrimaryEvidenceAnnotation {
+			primary = append(primary, l.RealPath)
+		}
+	}
+	if len(primary) > 0 {
+		all = primary
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
+// mergeLocations folds findings that differ only in Locations into one that lists them all.
+// Everything else must agree (the vulnerability record, fix, severity, matchers): two records
+// of one ID from different namespaces stay two findings, as they stay two rows in grype's
+// table when their severity or fix differs.
+func mergeLocations(fs []Finding) []Finding {
+	index := make(map[string]int, len(fs))
+	out := fs[:0]
+	for _, f := range fs {
+		k := identity(f)
+		if i, ok := index[k]; ok {
+			out[i].Locations = append(out[i].Locations, f.Locations...)
+			continue
+		}
+		index[k] = len(out)
+		out = append(out, f)
+	}
+	for i := range out {
+		slices.Sort(out[i].Locations)
+		out[i].Locations = slices.Compact(out[i].Locations)
+	}
+	return out
+}
+
+// identity is every field of a finding but its Locations, unambiguously joined.
+func identity(f Finding) string {
+	var b strings.Builder
+	for _, s := range []string{f.ID, f.Package, f.Version, f.Type, f.PURL, f.FixState, f.Severity, f.Namespace} {
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	for _, l := range [][]string{f.Aliases, f.FixedVersions, f.Matchers, f.MatchTypes} {
+		for _, s := range l {
+			b.WriteString(s)
+			b.WriteByte(1)
+		}
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 func nonEmpty(s []string) []string {

@@ -26,7 +26,7 @@ import (
 func core(fs []Finding) []Finding {
 	out := make([]Finding, 0, len(fs))
 	for _, f := range fs {
-		f.PURL, f.Matchers, f.MatchTypes = "", nil, nil
+		f.PURL, f.Matchers, f.MatchTypes, f.Locations = "", nil, nil, nil
 		out = append(out, f)
 	}
 	return out
@@ -84,25 +84,27 @@ func TestMatchSyftSBOMs(t *testing.T) {
 		}
 	}
 
-	// syft JSON carries full package metadata: pin matcher, match type and PURL too
+	// syft JSON carries full package metadata: pin matcher, match type, PURL and location too
+	// (the primary evidence only: not the deb packages' copyright and md5sums files)
 	res, err := m.Match(ctx, debian.syftJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []struct{ pkg, purl, matcher, matchType string }{
-		{"lodash", "pkg:npm/lodash@4.17.20", "javascript-matcher", "exact-direct-match"},
-		{"libssl3", "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12&upstream=openssl", "dpkg-matcher", "exact-indirect-match"},
-		{"openssl", "pkg:deb/debian/openssl@3.0.11-1~deb12u2?arch=amd64&distro=debian-12", "dpkg-matcher", "exact-direct-match"},
-		{"golang.org/x/net", "pkg:golang/golang.org/x/net@v0.20.0", "go-module-matcher", "exact-direct-match"},
-		{"tar", "pkg:deb/debian/tar@1.34%2Bdfsg-1.2%2Bdeb12u1?arch=amd64&distro=debian-12", "dpkg-matcher", "exact-direct-match"},
+	want := []struct{ pkg, purl, matcher, matchType, location string }{
+		{"lodash", "pkg:npm/lodash@4.17.20", "javascript-matcher", "exact-direct-match", "/app/package-lock.json"},
+		{"libssl3", "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12&upstream=openssl", "dpkg-matcher", "exact-indirect-match", "/var/lib/dpkg/status"},
+		{"openssl", "pkg:deb/debian/openssl@3.0.11-1~deb12u2?arch=amd64&distro=debian-12", "dpkg-matcher", "exact-direct-match", "/var/lib/dpkg/status"},
+		{"golang.org/x/net", "pkg:golang/golang.org/x/net@v0.20.0", "go-module-matcher", "exact-direct-match", "/app/go.mod"},
+		{"tar", "pkg:deb/debian/tar@1.34%2Bdfsg-1.2%2Bdeb12u1?arch=amd64&distro=debian-12", "dpkg-matcher", "exact-direct-match", "/var/lib/dpkg/status"},
 	}
 	if len(res.Findings) != len(want) {
 		t.Fatalf("got %d findings, want %d", len(res.Findings), len(want))
 	}
 	for i, w := range want {
 		f := res.Findings[i]
-		if f.Package != w.pkg || f.PURL != w.purl || !reflect.DeepEqual(f.Matchers, []string{w.matcher}) || !reflect.DeepEqual(f.MatchTypes, []string{w.matchType}) {
-			t.Errorf("finding %d = %s %s %v %v, want %+v", i, f.Package, f.PURL, f.Matchers, f.MatchTypes, w)
+		if f.Package != w.pkg || f.PURL != w.purl || !reflect.DeepEqual(f.Matchers, []string{w.matcher}) || !reflect.DeepEqual(f.MatchTypes, []string{w.matchType}) ||
+			!reflect.DeepEqual(f.Locations, []string{w.location}) {
+			t.Errorf("finding %d = %s %s %v %v %v, want %+v", i, f.Package, f.PURL, f.Matchers, f.MatchTypes, f.Locations, w)
 		}
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -325,4 +328,53 @@ func pkgNames(pkgs []Pkg) []string {
 		out = append(out, p.Name)
 	}
 	return out
+}
+
+// GoBinaryModule is the module every GoBinaries program links, as its build information records
+// it: a real module from the module cache (the main module's go.sum pins it).
+var GoBinaryModule = Pkg{Name: "github.com/google/uuid", Version: "v1.6.0"}
+
+// goBinarySums are GoBinaryModule's go.sum lines.
+const goBinarySums = `github.com/google/uuid v1.6.0 h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=
+github.com/google/uuid v1.6.0/go.mod h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=
+`
+
+// GoBinaries builds one small Go program per name, each linking GoBinaryModule, and returns
+// their contents by name: real binaries whose build information syft catalogues, as it does for
+// the Go tools in an image. It runs the go command (offline: the module comes from the module
+// cache) in dir, which must be empty scratch space.
+func GoBinaries(dir string, names ...string) (map[string][]byte, error) {
+	files := map[string]string{
+		"go.mod": "module example.com/fixture\n\ngo 1.22\n\nrequire " + GoBinaryModule.Name + " " + GoBinaryModule.Version + "\n",
+		"go.sum": goBinarySums,
+	}
+	for _, n := range names {
+		files["cmd/"+n+"/main.go"] = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"" + GoBinaryModule.Name + "\"\n)\n\n" +
+			"func main() { fmt.Println(\"" + n + "\", uuid.NewString()) }\n"
+	}
+	for p, c := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	out := filepath.Join(dir, "bin")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out+string(filepath.Separator), "./cmd/...")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod -buildvcs=false", "CGO_ENABLED=0", "GOTOOLCHAIN=local")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the Go fixture binaries: %v: %s", err, b)
+	}
+	bins := map[string][]byte{}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(out, n))
+		if err != nil {
+			return nil, err
+		}
+		bins[n] = b
+	}
+	return bins, nil
 }
