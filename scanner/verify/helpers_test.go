@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,13 +29,35 @@ import (
 // front of it to inject failures.
 func testRegistry(t *testing.T, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
-	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	return testRegistryWith(t, false, wrap)
+}
+
+// testRegistryWith serves the referrers API when referrers is set; without it clients fall
+// back to the referrers tag schema.
+func testRegistryWith(t *testing.T, referrers bool, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(referrers))
 	if wrap != nil {
 		h = wrap(h)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// countPath counts requests whose path contains part.
+func countPath(n *int, part string) func(http.Handler) http.Handler {
+	var mu sync.Mutex
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, part) {
+				mu.Lock()
+				*n++
+				mu.Unlock()
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 var anon = []remote.Option{remote.WithAuth(authn.Anonymous)}
@@ -115,6 +138,21 @@ func fingerprintOf(t *testing.T, pub any) string {
 	}
 	sum := sha256.Sum256(der)
 	return "SHA256:" + hex.EncodeToString(sum[:])
+}
+
+// keySigner is the Signer a key-based authority reports for a cosign signature without log.
+func keySigner(t *testing.T, authority string, kp *signtest.KeyPair) Signer {
+	t.Helper()
+	return Signer{Authority: authority, KeyFingerprint: fingerprintOf(t, kp.PrivateKey.Public()),
+		Format: FormatCosignLegacy, TimeProof: "none: transparency log ignored"}
+}
+
+// keylessSigner is the Signer a keyless authority reports for leaf's signature.
+func keylessSigner(t *testing.T, authority string, leaf *signtest.Leaf, subject, issuer string, format SignatureFormat, proof string) Signer {
+	t.Helper()
+	sum := sha256.Sum256(leaf.Cert.Raw)
+	return Signer{Authority: authority, KeyFingerprint: fingerprintOf(t, leaf.Cert.PublicKey), Subject: subject, Issuer: issuer,
+		Format: format, TimeProof: proof, CertificateFingerprint: "SHA256:" + hex.EncodeToString(sum[:])}
 }
 
 func keyAuthority(n string, kp *signtest.KeyPair) Authority {
