@@ -182,6 +182,7 @@ func (t *TUF) Load(ctx context.Context) error {
 	defer cancel()
 
 	m, err := t.fetch(ctx, t.cfg.HTTPClient, false)
+	err = sanitize(err)
 	fromCache := false
 	if err != nil && !t.held() {
 		if cm, cerr := t.fetch(ctx, nil, true); cerr == nil {
@@ -233,11 +234,11 @@ func (t *TUF) fetch(ctx context.Context, client *http.Client, cacheOnly bool) (r
 	}
 	c, err := tuf.New(opts)
 	if err != nil {
-		return nil, fmt.Errorf("TUF update from %s: %w", t.cfg.MirrorURL, sanitize(err))
+		return nil, fmt.Errorf("TUF update from %s: %w", t.cfg.MirrorURL, err)
 	}
 	doc, err := c.GetTarget(TrustedRootTarget)
 	if err != nil {
-		return nil, fmt.Errorf("TUF target %s from %s: %w", TrustedRootTarget, t.cfg.MirrorURL, sanitize(err))
+		return nil, fmt.Errorf("TUF target %s from %s: %w", TrustedRootTarget, t.cfg.MirrorURL, err)
 	}
 	tr, err := root.NewTrustedRootFromJSON(doc)
 	if err != nil {
