@@ -79,9 +79,9 @@ func logsFromPEM(data []byte) (map[string]*root.TransparencyLog, error) {
 			ID: id[:],
 			// An inline key is trusted for all time; sigstore-go requires a start.
 			ValidityPeriodStart: time.Unix(0, 0),
-			HashFunc:          crypto.SHA256,
-			PublicKey:         pub,
-			SignatureHashFunc: signatureHash(pub),
+			HashFunc:            crypto.SHA256,
+			PublicKey:           pub,
+			SignatureHashFunc:   signatureHash(pub),
 		}
 	}
 	return logs, nil

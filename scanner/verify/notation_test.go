@@ -81,7 +81,9 @@ func TestNotationNegatives(t *testing.T) {
 			mustDo(t, s.Sign(ctx, src, signtest.NotationJWS, true))
 			copyReferrers(t, src, ref)
 		}, notaryAuthority("notary", s, nil), Invalid, "content descriptor mismatch"},
-		{"cosign signature only", func(t *testing.T, ref name.Digest) { mustDo(t, signtest.SignImage(ctx, ref, newKey(t), writeOpts()...)) },
+		{"cosign signature only", func(t *testing.T, ref name.Digest) {
+			mustDo(t, signtest.SignImage(ctx, ref, newKey(t), writeOpts()...))
+		},
 			notaryAuthority("notary", s, nil), Invalid, "no signature in a format this authority verifies"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
