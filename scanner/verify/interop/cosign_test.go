@@ -1,13 +1,20 @@
 package interop
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 )
 
@@ -173,4 +180,49 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 		return false
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+// TestCosignSignsORASReferrer attaches an SBOM with oras and signs the SBOM artifact with
+// cosign v3: imagetrust must find the bundle on the referrer's digest, and the SBOM source
+// must accept the referrer SBOM as trusted.
+func TestCosignSignsORASReferrer(t *testing.T) {
+	for _, r := range registries(t) {
+		t.Run(r.name, func(t *testing.T) {
+			e := newEnv(t)
+			key, pub := cosignKey(e, "release")
+			_, otherPub := cosignKey(e, "other")
+			ref := pushImage(t, r.host, "sbom/app")
+			e.file("sbom.spdx.json", []byte(spdxPredicate))
+			e.must(orasCLI, "attach", "--plain-http", "--artifact-type", sbom.MediaTypeSPDXJSON, "--export-manifest", "sbom-manifest.json",
+				ref.String(), "sbom.spdx.json:"+sbom.MediaTypeSPDXJSON)
+			sum := sha256.Sum256(e.read("sbom-manifest.json"))
+			artifact := ref.Context().Digest("sha256:" + hex.EncodeToString(sum[:]))
+			e.must(cosignV3, append(append([]string{"sign", "--key", key}, v3SignFlags...), artifact.String())...)
+
+			for _, tc := range []struct {
+				name string
+				pub  string
+				want bool
+			}{{"signing key", pub, true}, {"other key", otherPub, false}} {
+				out, ok := e.run(cosignV3, append(append([]string{"verify", "--key", tc.pub}, verifyOffline...), artifact.String())...)
+				auths := []verify.Authority{keyAuthority(t, "release", tc.pub)}
+				res := verifier().VerifyDigestSignature(ctx, artifact, auths)
+				agree(t, "cosign verify of the SBOM referrer with the "+tc.name, tc.want, ok, out, res.State, res.Reason)
+
+				src := &sbom.ReferrerSource{RemoteOptions: anon, Trust: func(ctx context.Context, d name.Digest) error {
+					if r := verifier().VerifyDigestSignature(ctx, d, auths); r.State != verify.Verified {
+						return fmt.Errorf("signature %s: %s", r.State, r.Reason)
+					}
+					return nil
+				}}
+				doc, err := src.Fetch(ctx, ref)
+				switch {
+				case tc.want && (err != nil || doc.Source != sbom.SourceReferrer || !strings.Contains(doc.Note, "(trusted)")):
+					t.Errorf("referrer SBOM with the %s: %+v, %v", tc.name, doc, err)
+				case !tc.want && err == nil:
+					t.Errorf("referrer SBOM accepted with the %s", tc.name)
+				}
+			}
+		})
+	}
 }

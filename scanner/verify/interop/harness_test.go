@@ -223,6 +223,7 @@ func verifier() *verify.Verifier {
 // Error with a reason.
 func agree(t *testing.T, what string, want, upstreamOK bool, upstreamOut string, state verify.State, reason string) {
 	t.Helper()
+	t.Logf("%s: upstream ok=%v; imagetrust %s: %s", what, upstreamOK, state, reason)
 	if want != upstreamOK {
 		t.Errorf("%s: upstream verify exit ok=%v, the case expects %v:\n%s", what, upstreamOK, want, upstreamOut)
 	}
@@ -301,3 +302,12 @@ type rawManifest struct {
 
 func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
 func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
+
+func mustDigest(t testing.TB, s string) name.Digest {
+	t.Helper()
+	d, err := name.NewDigest(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
