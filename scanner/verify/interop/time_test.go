@@ -84,4 +84,3 @@ func mustContainStr(t *testing.T, got, want string) {
 		t.Errorf("%q does not contain %q", got, want)
 	}
 }
-
