@@ -67,7 +67,7 @@ func (r *run) bundles(ctx context.Context, refs *referrerSet, kind string) layou
 			case isUnavailable(err):
 				l.errs = appendUnique(l.errs, err.Error())
 			default:
-				l.cause(c.name, label+shortCause(err))
+				l.cause(c.name, label+bundleCause(err, lb))
 			}
 		}
 	}
@@ -101,6 +101,25 @@ func (r *run) loadBundle(ctx context.Context, ref referrer) (*loadedBundle, erro
 		lb.predicateType = st.PredicateType
 	}
 	return lb, nil
+}
+
+// bundleCause words sigstore-go's errors for the report.
+func bundleCause(err error, lb *loadedBundle) string {
+	s := shortCause(err)
+	switch {
+	case strings.Contains(s, "accepted signatures do not match threshold"):
+		return "invalid DSSE envelope signature (" + s + ")"
+	case strings.Contains(s, "leaf certificate verification failed"):
+		vc, verr := lb.b.VerificationContent()
+		if verr != nil || vc.Certificate() == nil {
+			return s
+		}
+		if until := vc.Certificate().NotAfter; time.Now().After(until) {
+			return s + fmt.Sprintf(" (the certificate expired at %s and no trusted timestamp or log entry proves a signing time within its validity)", until.UTC().Format(time.RFC3339))
+		}
+		return s + " (the certificate does not chain to a trusted root at the proven signing time)"
+	}
+	return s
 }
 
 // parseBundle parses bundle JSON of any supported version. Certificate chains are allowed in

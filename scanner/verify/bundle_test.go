@@ -109,7 +109,7 @@ func TestBundleNegatives(t *testing.T) {
 			b, err := signtest.NewBundle(ctx, ref, signtest.CosignSignPredicateType, []byte(`{}`), kp, signtest.BundleOptions{})
 			mustDo(t, err)
 			mustDo(t, signtest.WriteBundle(ctx, ref, flipSignatureByte(t, b), signtest.CosignSignPredicateType, writeOpts()...))
-		}, Invalid, []string{"1 signature found, none verified", "failed to verify signature"}},
+		}, Invalid, []string{"1 signature found, none verified", "invalid DSSE envelope signature"}},
 		{"unreadable bundle", func(t *testing.T, ref name.Digest) {
 			mustDo(t, signtest.WriteBundle(ctx, ref, []byte(`{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "garbage": true}`), signtest.CosignSignPredicateType, writeOpts()...))
 		}, Error, []string{"unreadable Sigstore bundle sha256:"}},
@@ -169,9 +169,9 @@ func TestBundleKeyless(t *testing.T) {
 		{name: "wrong identity", leaf: good, auth: keylessAuthority("ci", ca, Identity{Issuer: issuer, Subject: "someone@example.com"}),
 			state: Invalid, want: "failed to verify certificate identity"},
 		{name: "untrusted CA", leaf: good, auth: keylessAuthority("ci", newCA(t, "other"), exact),
-			state: Invalid, want: "leaf certificate verification failed"},
+			state: Invalid, want: "leaf certificate verification failed (the certificate does not chain to a trusted root at the proven signing time)"},
 		{name: "expired, no time proof", leaf: expired, auth: keylessAuthority("ci", ca, exact),
-			state: Invalid, want: "leaf certificate verification failed"},
+			state: Invalid, want: "no trusted timestamp or log entry proves a signing time within its validity"},
 		{name: "expired, TSA not trusted", leaf: expired, opts: signtest.BundleOptions{TSA: tsa}, auth: keylessAuthority("ci", ca, exact),
 			state: Invalid, want: "leaf certificate verification failed"},
 		{name: "expired, timestamp by a trusted TSA inside validity", leaf: expired, opts: signtest.BundleOptions{TSA: tsa},

@@ -29,14 +29,14 @@ import (
 
 // testRegistry is ggcr's in-memory OCI registry behind httptest; wrap, when set, sits in
 // front of it to inject failures.
-func testRegistry(t *testing.T, wrap func(http.Handler) http.Handler) string {
+func testRegistry(t testing.TB, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
 	return testRegistryWith(t, false, wrap)
 }
 
 // testRegistryWith serves the referrers API when referrers is set; without it clients fall
 // back to the referrers tag schema.
-func testRegistryWith(t *testing.T, referrers bool, wrap func(http.Handler) http.Handler) string {
+func testRegistryWith(t testing.TB, referrers bool, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
 	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(referrers))
 	if wrap != nil {
@@ -75,7 +75,7 @@ func verifier() *Verifier {
 }
 
 // pushImage pushes a random image to host/repo and returns it by digest.
-func pushImage(t *testing.T, host, repo string) name.Digest {
+func pushImage(t testing.TB, host, repo string) name.Digest {
 	t.Helper()
 	img, err := random.Image(64, 1)
 	if err != nil {
@@ -95,7 +95,7 @@ func pushImage(t *testing.T, host, repo string) name.Digest {
 	return digestRef(t, tag.Context(), d)
 }
 
-func digestRef(t *testing.T, repo name.Repository, d v1.Hash) name.Digest {
+func digestRef(t testing.TB, repo name.Repository, d v1.Hash) name.Digest {
 	t.Helper()
 	ref, err := name.NewDigest(repo.Name() + "@" + d.String())
 	if err != nil {

@@ -140,6 +140,7 @@ type run struct {
 	auths   []*compiled
 	badAuth []string // configuration errors of authorities that could not be parsed
 	refs    *referrerSet
+	puller  *remote.Puller
 }
 
 // newRun parses the authorities; ok is false when the outcome is already decided.
@@ -194,8 +195,18 @@ func (r *run) signatureResult(out outcome) SignatureResult {
 	return SignatureResult{State: out.state, Signers: r.signersOf(out.hits), Reason: out.reason}
 }
 
+// remoteOptions are the registry options of every call of the run; they share one puller,
+// so the registry handshake (ping, token) is done once per repository, not per request.
 func (r *run) remoteOptions(ctx context.Context) []remote.Option {
-	return append(append([]remote.Option{}, r.v.RegistryOptions...), remote.WithContext(ctx))
+	opts := append(append([]remote.Option{}, r.v.RegistryOptions...), remote.WithContext(ctx))
+	if r.puller == nil {
+		p, err := remote.NewPuller(opts...)
+		if err != nil {
+			return opts // the calls themselves will report the option error
+		}
+		r.puller = p
+	}
+	return append(opts, remote.Reuse(r.puller))
 }
 
 // signersOf lists distinct signers in the order the authorities were given.
