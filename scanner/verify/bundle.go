@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
@@ -46,9 +47,11 @@ func (r *run) bundles(ctx context.Context, refs *referrerSet, kind string) layou
 	l := newLayout("Sigstore bundle referrers")
 	l.errs = append(l.errs, refs.errs...)
 	for _, ref := range refs.bundles {
-		lb, err := r.loadBundle(ctx, ref)
+		lb, err := r.bundle(ctx, ref)
 		if err != nil {
-			l.errs = append(l.errs, err.Error())
+			if hint := kindHint(ref.manifest); hint == "" || hint == kind {
+				l.errs = append(l.errs, err.Error())
+			}
 			continue
 		}
 		if lb.kind() != kind {
@@ -72,6 +75,41 @@ func (r *run) bundles(ctx context.Context, refs *referrerSet, kind string) layou
 		}
 	}
 	return l
+}
+
+// bundlePredicateAnnotation is where cosign writes a bundle's predicate type on its manifest.
+const bundlePredicateAnnotation = "dev.sigstore.bundle.predicateType"
+
+// kindHint is the kind a bundle manifest's (unsigned) annotation claims, "" when it says
+// nothing. It only decides which result an unreadable bundle makes an Error.
+func kindHint(m *v1.Manifest) string {
+	switch pt := m.Annotations[bundlePredicateAnnotation]; pt {
+	case "":
+		return ""
+	case CosignSignPredicateType:
+		return kindSignature
+	default:
+		return kindAttestation
+	}
+}
+
+type bundleLoad struct {
+	lb  *loadedBundle
+	err error
+}
+
+// bundle loads a bundle once per run: VerifyImage looks at each for signatures and for
+// attestations.
+func (r *run) bundle(ctx context.Context, ref referrer) (*loadedBundle, error) {
+	if l, ok := r.bundleCache[ref.digest]; ok {
+		return l.lb, l.err
+	}
+	lb, err := r.loadBundle(ctx, ref)
+	if r.bundleCache == nil {
+		r.bundleCache = map[string]bundleLoad{}
+	}
+	r.bundleCache[ref.digest] = bundleLoad{lb, err}
+	return lb, err
 }
 
 // loadBundle fetches and parses one bundle referrer. Errors are registry errors or unreadable

@@ -405,3 +405,25 @@ func mustDo(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// An unreadable bundle is an Error for the kind its manifest claims and no concern of the
+// other: a broken SBOM attestation does not make the image's signature state unknown.
+func TestUnreadableBundleCountsForItsKind(t *testing.T) {
+	var blobs int
+	host := testRegistryWith(t, true, countPath(&blobs, "/blobs/"))
+	ref := pushImage(t, host, "app")
+	kp := newKey(t)
+	mustDo(t, signtest.WriteBundle(ctx, ref, []byte(`{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}`), "https://spdx.dev/Document", writeOpts()...))
+	blobs = 0
+	sig, att := verifier().VerifyImage(ctx, ref, []Authority{keyAuthority("k", kp)})
+	if sig.State != Unsigned {
+		t.Errorf("signatures: %+v", sig)
+	}
+	if att.State != Error {
+		t.Errorf("attestations: %+v", att)
+	}
+	mustContain(t, "attestation reason", att.Reason, "unreadable Sigstore bundle sha256:")
+	if blobs != 1 {
+		t.Errorf("the bundle blob was fetched %d times, want once", blobs)
+	}
+}

@@ -141,6 +141,8 @@ type run struct {
 	badAuth []string // configuration errors of authorities that could not be parsed
 	refs    *referrerSet
 	puller  *remote.Puller
+	// bundleCache holds each bundle referrer loaded in this run, by manifest digest.
+	bundleCache map[string]bundleLoad
 }
 
 // newRun parses the authorities; ok is false when the outcome is already decided.
