@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
 )
@@ -167,7 +166,7 @@ func copyReferrers(t *testing.T, src, dst name.Digest) {
 		mustDo(t, remote.WriteLayer(dst.Context(), cl, anon...))
 		h, _, err := v1.SHA256(bytesReader(raw))
 		mustDo(t, err)
-		mustDo(t, remote.Put(dst.Context().Digest(h.String()), rawManifest{raw: raw, mt: types.MediaType(got.MediaType)}, anon...))
+		mustDo(t, remote.Put(dst.Context().Digest(h.String()), rawManifest{raw: raw, mt: got.MediaType}, anon...))
 	}
 }
 

@@ -66,7 +66,7 @@ func WriteBundle(ctx context.Context, ref name.Digest, bundleJSON []byte, predic
 // A *Leaf signer puts its certificate and intermediate in the bundle, as cosign does for
 // private CAs.
 func NewBundle(ctx context.Context, subject name.Digest, predicateType string, predicate []byte, s Signer, o BundleOptions) ([]byte, error) {
-	st, err := statementJSON(subject, predicateType, predicate)
+	st, err := statementJSON(subject, "https://in-toto.io/Statement/v1", predicateType, predicate)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,8 @@ func NewBundle(ctx context.Context, subject name.Digest, predicateType string, p
 	return protojson.Marshal(pb)
 }
 
-func statementJSON(subject name.Digest, predicateType string, predicate []byte) ([]byte, error) {
+// statementJSON renders an in-toto statement of statementType about subject.
+func statementJSON(subject name.Digest, statementType, predicateType string, predicate []byte) ([]byte, error) {
 	if !json.Valid(predicate) {
 		return nil, errors.New("predicate is not valid JSON")
 	}
@@ -107,7 +108,7 @@ func statementJSON(subject name.Digest, predicateType string, predicate []byte) 
 		return nil, err
 	}
 	return json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
+		"_type":         statementType,
 		"subject":       []map[string]any{{"name": subject.Context().Name(), "digest": map[string]string{"sha256": h}}},
 		"predicateType": predicateType,
 		"predicate":     json.RawMessage(predicate),
