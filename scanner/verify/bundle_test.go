@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
 	"github.com/imagetrust/imagetrust/scanner/verify/trustroot"
@@ -166,6 +167,18 @@ func TestBundleKeyless(t *testing.T) {
 			state: Verified, proof: "none: transparency log ignored, certificate checked at verification time"},
 		{name: "trust root", leaf: good, auth: withRoot(keylessAuthority("ci", ca, exact)),
 			state: Verified, proof: "none: transparency log ignored, certificate checked at verification time"},
+		{name: "pinned intermediates exclude the bundle's chain", leaf: good,
+			auth: func() Authority {
+				a := keylessAuthority("ci", ca, exact)
+				a.Keyless.IntermediatesPEM = newCA(t, "elsewhere").IntermediatePEM
+				return a
+			}(), state: Invalid, want: "leaf certificate verification failed"},
+		{name: "pinned intermediates", leaf: good,
+			auth: func() Authority {
+				a := keylessAuthority("ci", ca, exact)
+				a.Keyless.IntermediatesPEM = ca.IntermediatePEM
+				return a
+			}(), state: Verified, proof: "none: transparency log ignored, certificate checked at verification time"},
 		{name: "wrong identity", leaf: good, auth: keylessAuthority("ci", ca, Identity{Issuer: issuer, Subject: "someone@example.com"}),
 			state: Invalid, want: "failed to verify certificate identity"},
 		{name: "untrusted CA", leaf: good, auth: keylessAuthority("ci", newCA(t, "other"), exact),
@@ -365,23 +378,49 @@ func TestVerifyImageListsReferrersOnce(t *testing.T) {
 
 func TestTrustRootUnavailableIsError(t *testing.T) {
 	host := testRegistryWith(t, true, nil)
-	ref := pushImage(t, host, "app")
 	kp := newKey(t)
-	mustDo(t, signtest.SignBundle(ctx, ref, kp, signtest.BundleOptions{}, writeOpts()...))
-	mustDo(t, signtest.SignImage(ctx, ref, kp, writeOpts()...))
 	tuf, err := trustroot.NewTUF(trustroot.TUFConfig{Name: "mirror", MirrorURL: "http://127.0.0.1:1/tuf", CacheDir: t.TempDir()})
 	mustDo(t, err)
 	a := Authority{Name: "k", PublicKeyPEM: newKey(t).PublicPEM, TrustRoot: tuf, IgnoreTlog: true}
-	res := verifier().VerifySignatures(ctx, ref, []Authority{a})
-	if res.State != Error {
-		t.Fatalf("got %+v, want Error", res)
+	for _, layout := range []string{"bundle", "legacy"} {
+		t.Run(layout, func(t *testing.T) {
+			ref := pushImage(t, host, "unavailable/"+layout)
+			if layout == "bundle" {
+				mustDo(t, signtest.SignBundle(ctx, ref, kp, signtest.BundleOptions{}, writeOpts()...))
+			} else {
+				mustDo(t, signtest.SignImage(ctx, ref, kp, writeOpts()...))
+			}
+			res := verifier().VerifySignatures(ctx, ref, []Authority{a})
+			if res.State != Error {
+				t.Fatalf("got %+v, want Error", res)
+			}
+			mustContain(t, "reason", res.Reason, `trust root "mirror" unavailable: not loaded yet`)
+			// Another authority verifying is still a verdict.
+			if res := verifier().VerifySignatures(ctx, ref, []Authority{a, keyAuthority("release", kp)}); res.State != Verified {
+				t.Fatalf("got %+v, want Verified", res)
+			}
+		})
 	}
-	mustContain(t, "reason", res.Reason, `trust root "mirror" unavailable: not loaded yet`)
-	// Another authority verifying is still a verdict.
-	res = verifier().VerifySignatures(ctx, ref, []Authority{a, keyAuthority("release", kp)})
-	if res.State != Verified {
-		t.Fatalf("got %+v, want Verified", res)
+}
+
+// A referrer listed under an image whose manifest names another subject is not taken as the
+// image's: the tag-schema index is a writable tag.
+func TestBundleListedUnderAnotherSubject(t *testing.T) {
+	host := testRegistryWith(t, false, nil)
+	x, y := pushImage(t, host, "app"), pushImage(t, host, "app") // two images, one repository
+	kp := newKey(t)
+	b, err := signtest.NewBundle(ctx, x, signtest.CosignSignPredicateType, []byte(`{}`), kp, signtest.BundleOptions{})
+	mustDo(t, err)
+	mustDo(t, signtest.WriteBundle(ctx, y, b, signtest.CosignSignPredicateType, writeOpts()...))
+	// Copy y's tag-schema index to x's: x now lists a bundle whose manifest says it is y's.
+	idx, err := remote.Get(y.Context().Tag(strings.Replace(y.DigestStr(), ":", "-", 1)), anon...)
+	mustDo(t, err)
+	mustDo(t, remote.Put(x.Context().Tag(strings.Replace(x.DigestStr(), ":", "-", 1)), rawManifest{raw: idx.Manifest, mt: idx.MediaType}, anon...))
+	res := verifier().VerifySignatures(ctx, x, []Authority{keyAuthority("k", kp)})
+	if res.State != Invalid {
+		t.Fatalf("got %+v, want Invalid", res)
 	}
+	mustContain(t, "reason", res.Reason, "referrer subject is "+y.DigestStr()+", not "+x.DigestStr())
 }
 
 // flipSignatureByte flips one bit of the DSSE signature inside bundle JSON.
