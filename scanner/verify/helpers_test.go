@@ -194,4 +194,3 @@ func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
 func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
-
