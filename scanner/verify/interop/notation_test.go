@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
 	"github.com/imagetrust/imagetrust/scanner/verify"
+	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
 )
 
 // notationIdentity generates a test certificate with `notation cert generate-test` and returns
@@ -89,5 +91,42 @@ func TestNotationCLI(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestNotationTimestamp signs with an RFC 3161 countersignature from a local TSA: with the
+// TSA in a "tsa" trust store both `notation verify` and imagetrust accept it and imagetrust
+// reports the timestamp as the time proof.
+func TestNotationTimestamp(t *testing.T) {
+	tsa, err := signtest.NewTSA("notation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(tsa)
+	defer srv.Close()
+	host := ggcrRegistry(t)
+	e := newEnv(t)
+	trusted, id := notationIdentity(e, "acme", true)
+	tsaRoot := e.file("tsa-root.pem", tsa.RootPEM)
+	e.file(filepath.Join(".config", "notation", "truststore", "x509", "tsa", "interop", "tsa-root.pem"), tsa.RootPEM)
+	doc := map[string]any{"version": "1.0", "trustPolicies": []any{map[string]any{
+		"name": "imagetrust-interop", "registryScopes": []string{"*"},
+		"signatureVerification": map[string]any{"level": "strict"},
+		"trustStores":           []string{"ca:acme", "tsa:interop"}, "trustedIdentities": []string{id},
+	}}}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.file(filepath.Join(".config", "notation", "trustpolicy.json"), b)
+
+	ref := pushImage(t, host, "notation/stamped")
+	e.must(notationCLI, "sign", "--insecure-registry", "--timestamp-url", srv.URL, "--timestamp-root-cert", tsaRoot, ref.String())
+	out, ok := e.run(notationCLI, "verify", "--insecure-registry", ref.String())
+	auth := verify.Authority{Name: "notary", Notation: &verify.Notation{TrustStorePEM: trusted, TSATrustStorePEM: tsa.RootPEM, TrustedIdentities: []string{id}}}
+	res := verifier().VerifySignatures(ctx, ref, []verify.Authority{auth})
+	agree(t, "notation verify, timestamped", true, ok, out, res.State, res.Reason)
+	if res.State == verify.Verified && res.Signers[0].TimeProof != "RFC 3161 timestamp countersignature" {
+		t.Errorf("time proof %q", res.Signers[0].TimeProof)
 	}
 }
