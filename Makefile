@@ -72,7 +72,7 @@ control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8
 	@KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh >/dev/null
 
 .PHONY: test
-test: control-plane $(KUSTOMIZE) dockerfile-check ## Run every test against the real control plane built by hack/control-plane.sh.
+test: control-plane $(KUSTOMIZE) dockerfile-check interop-tools ## Run every test against the real control plane built by hack/control-plane.sh and the upstream signing CLIs.
 	KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
 		go test $(GOTEST_FLAGS) ./...
 
@@ -177,6 +177,46 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen.
 kustomize: $(KUSTOMIZE) ## Install kustomize.
 golangci-lint: $(GOLANGCI_LINT) ## Install golangci-lint.
+
+##@ Interop tools
+
+# Upstream signers, verifiers and registries the scanner/verify interop tests agree with.
+COSIGN_V2_VERSION ?= v2.6.5
+COSIGN_V3_VERSION ?= v3.1.3
+# NOTATION_VERSION must match hack/interop/notation/go.mod (the proxy refuses `go install` of it).
+NOTATION_VERSION ?= v1.3.2
+ORAS_VERSION ?= v1.3.6
+DISTRIBUTION_VERSION ?= v3.1.2
+COSIGN_V2 ?= $(LOCALBIN)/cosign-$(COSIGN_V2_VERSION)
+COSIGN_V3 ?= $(LOCALBIN)/cosign-$(COSIGN_V3_VERSION)
+NOTATION ?= $(LOCALBIN)/notation-$(NOTATION_VERSION)
+ORAS ?= $(LOCALBIN)/oras-$(ORAS_VERSION)
+DISTRIBUTION_REGISTRY ?= $(LOCALBIN)/registry-$(DISTRIBUTION_VERSION)
+INTEROP_TOOLS := $(COSIGN_V2) $(COSIGN_V3) $(NOTATION) $(ORAS) $(DISTRIBUTION_REGISTRY)
+# The interop tests find the binaries through these variables.
+export IMAGETRUST_COSIGN_V2 := $(COSIGN_V2)
+export IMAGETRUST_COSIGN_V3 := $(COSIGN_V3)
+export IMAGETRUST_NOTATION := $(NOTATION)
+export IMAGETRUST_ORAS := $(ORAS)
+export IMAGETRUST_DISTRIBUTION_REGISTRY := $(DISTRIBUTION_REGISTRY)
+
+$(COSIGN_V2): | $(LOCALBIN)
+	hack/go-install-tool.sh $@ github.com/sigstore/cosign/v2/cmd/cosign $(COSIGN_V2_VERSION)
+
+$(COSIGN_V3): | $(LOCALBIN)
+	hack/go-install-tool.sh $@ github.com/sigstore/cosign/v3/cmd/cosign $(COSIGN_V3_VERSION)
+
+$(NOTATION): hack/interop/notation/go.mod | $(LOCALBIN)
+	cd hack/interop/notation && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -o $@ github.com/notaryproject/notation/cmd/notation
+
+$(ORAS): | $(LOCALBIN)
+	hack/go-install-tool.sh $@ oras.land/oras/cmd/oras $(ORAS_VERSION)
+
+$(DISTRIBUTION_REGISTRY): | $(LOCALBIN)
+	hack/go-install-tool.sh $@ github.com/distribution/distribution/v3/cmd/registry $(DISTRIBUTION_VERSION)
+
+.PHONY: interop-tools
+interop-tools: $(INTEROP_TOOLS) ## Build cosign v2 and v3, notation, oras and the distribution registry into bin/ for the verify interop tests (~10 min cold).
 
 ##@ Benchmark
 

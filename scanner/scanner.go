@@ -225,8 +225,9 @@ func (s *Scanner) Verify(ctx context.Context, img Image, pols []Policy) Verifica
 		v.Provenance.Reason = "no authorities to verify provenance with"
 		v.attestationsReason = "no authorities to verify attestations with"
 	} else {
-		v.Signature = s.verifier.VerifySignatures(ctx, ref, auths)
-		att := s.verifier.VerifyAttestations(ctx, ref, auths)
+		// One referrers listing serves signatures and attestations in every format.
+		sig, att := s.verifier.VerifyImage(ctx, ref, auths)
+		v.Signature = sig
 		v.Provenance, v.attestedSBOM, v.attestationsReason = s.readAttestations(img, att)
 	}
 	v.Base = s.verifyBase(ctx, ref, auths)

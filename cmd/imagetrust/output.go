@@ -133,7 +133,7 @@ func newReport(image string, results []assessed, db vulndb.Status) ScanReport {
 			Findings: []FindingJSON{}, Verdict: string(a.Verdict.Verdict), ScanReason: a.ScanReason,
 		}
 		for _, s := range a.Verification.Signature.Signers {
-			pr.Signature.Signers = append(pr.Signature.Signers, SignerJSON(s))
+			pr.Signature.Signers = append(pr.Signature.Signers, SignerJSON{Authority: s.Authority, KeyFingerprint: s.KeyFingerprint, Subject: s.Subject, Issuer: s.Issuer})
 		}
 		if a.SBOM != nil {
 			pr.SBOM = SBOMJSON{Source: a.SBOM.Source, Format: a.SBOM.Format, Packages: a.SBOM.Packages, Digest: a.SBOM.Digest, Reason: a.SBOMReason}

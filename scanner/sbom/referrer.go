@@ -29,6 +29,11 @@ const (
 	MediaTypeSyftJSON = "application/vnd.syft+json"
 )
 
+// emptyConfigMediaType is the config of OCI 1.1 artifacts; registries that list the config media
+// type instead of the manifest's artifactType (go-containerregistry's) report it for every
+// artifact, so the manifest must be read to know what the artifact is.
+const emptyConfigMediaType = "application/vnd.oci.empty.v1+json"
+
 // maxReferrerManifestBytes bounds an artifact manifest; real ones are a few hundred bytes.
 const maxReferrerManifestBytes = 4 << 20
 
@@ -129,7 +134,7 @@ func (r *ReferrerSource) Fetch(ctx context.Context, image name.Digest) (*SBOM, e
 	var cands []candidate
 	for _, d := range im.Manifests {
 		f := sbomFormatOf(d.ArtifactType)
-		if d.ArtifactType != "" && f == "" {
+		if d.ArtifactType != "" && d.ArtifactType != emptyConfigMediaType && f == "" {
 			continue // a signature, attestation or other artifact: not ours
 		}
 		cands = append(cands, candidate{desc: d, format: f, created: d.Annotations["org.opencontainers.image.created"]})

@@ -3,6 +3,7 @@ package sbom
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -420,3 +422,64 @@ func TestReferrerErrorsCarryNoSecrets(t *testing.T) {
 		t.Errorf("error %q does not contain %q", msg, want)
 	}
 }
+
+
+// An OCI 1.1 artifact (empty config, artifactType in the manifest, as oras attach writes it)
+// listed by a registry that reports the config media type must still be found.
+func TestReferrerOCIArtifactWithEmptyConfig(t *testing.T) {
+	host := testRegistry(t, nil)
+	img := pushImage(t, host, "app", tarLayer(t, map[string]string{"etc/hostname": "x\n"}))
+	doc := spdxDoc(3)
+	art := attachArtifact(t, img, MediaTypeSPDXJSON, MediaTypeSPDXJSON, doc)
+	tr := &trustRecorder{trusted: map[string]bool{art.DigestStr(): true}}
+	s, err := (&ReferrerSource{Trust: tr.trust}).Fetch(context.Background(), img)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if s.Format != FormatSPDXJSON || s.Packages != 3 || !bytes.Equal(s.Document, doc) {
+		t.Errorf("got %s with %d packages", s.Format, s.Packages)
+	}
+}
+
+// attachArtifact pushes an OCI 1.1 artifact manifest: empty config, artifactType, one layer.
+func attachArtifact(t *testing.T, image name.Digest, artifactType, layerType string, doc []byte) name.Digest {
+	t.Helper()
+	subject, err := remote.Head(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyCfg := static.NewLayer([]byte("{}"), "application/vnd.oci.empty.v1+json")
+	layer := static.NewLayer(doc, types.MediaType(layerType))
+	var descs []v1.Descriptor
+	for _, l := range []v1.Layer{emptyCfg, layer} {
+		if err := remote.WriteLayer(image.Context(), l); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := l.Digest()
+		n, _ := l.Size()
+		mt, _ := l.MediaType()
+		descs = append(descs, v1.Descriptor{MediaType: mt, Digest: d, Size: n})
+	}
+	raw, err := json.Marshal(v1.Manifest{
+		SchemaVersion: 2, MediaType: types.OCIManifestSchema1, ArtifactType: artifactType,
+		Config: descs[0], Layers: descs[1:],
+		Subject: &v1.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := image.Context().Digest(h.String())
+	if err := remote.Put(ref, rawManifest(raw)); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+type rawManifest []byte
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }

@@ -15,7 +15,8 @@ import (
 	ctypes "github.com/sigstore/cosign/v2/pkg/types"
 )
 
-// Attestation is a verified in-toto statement about the digest.
+// Attestation is a verified in-toto statement about the digest, from cosign's .att tag or a
+// Sigstore bundle; Signer.Format says which.
 type Attestation struct {
 	// PredicateType is the statement's predicate type, taken from the signed statement (not
 	// from the unsigned OCI annotation).
@@ -35,45 +36,32 @@ type AttestationResult struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// VerifyAttestations checks the cosign attestations stored for ref against every authority.
-// An attestation verifies only if its in-toto subject is ref's digest, so an attestation
-// copied from another image is rejected even though its signature is genuine.
+// VerifyAttestations checks the in-toto attestations stored for ref (cosign's .att tag and
+// Sigstore bundles in referrers) against every authority. An attestation verifies only if its
+// in-toto subject is ref's digest, so an attestation copied from another image is rejected
+// even though its signature is genuine.
 func (v *Verifier) VerifyAttestations(ctx context.Context, ref name.Digest, auths []Authority) AttestationResult {
-	run, res, ok := v.start(ctx, ref, auths, "attestation")
+	r, out, ok := v.newRun(ctx, ref, auths, kindAttestation)
 	if !ok {
-		return AttestationResult{State: res.state, Reason: res.reason}
+		return AttestationResult{State: out.state, Reason: out.reason}
 	}
-	out := run.verifyAll(ctx, func(c *compiled) *cosign.CheckOpts {
-		co := run.checkOpts(c)
-		co.ClaimVerifier = attestationClaims
-		return co
-	}, func(ctx context.Context, att oci.Signature, co *cosign.CheckOpts) error {
-		// VerifyBlobAttestation is cosign's per-attestation check (DSSE signature, certificate,
-		// bundle, then ClaimVerifier against run.hash), the same one VerifyImageAttestations
-		// loops over.
-		_, err := cosign.VerifyBlobAttestation(ctx, att, run.hash, co)
-		if err != nil && strings.Contains(err.Error(), "accepted signatures do not match threshold") {
-			// go-securesystemslib's wording for "the envelope signature is not this key's".
-			return fmt.Errorf("invalid DSSE envelope signature (%w)", err)
-		}
-		return err
-	}, func(att oci.Signature) error {
-		_, err := statementFor(att, run.hash)
-		return err
-	})
+	return r.attestationResult(r.attestations(ctx))
+}
+
+// attestationResult lists verified attestations in the order the authorities were given.
+func (r *run) attestationResult(out outcome) AttestationResult {
 	result := AttestationResult{State: out.state, Reason: out.reason}
-	for _, c := range run.auths {
+	for _, c := range r.auths {
 		for _, h := range out.hits {
 			if h.signer.Authority != c.name {
 				continue
 			}
-			st, err := statementFor(h.sig, run.hash)
-			if err != nil { // checked in verifyAll; kept for fail-closed clarity
-				return AttestationResult{State: Error, Reason: "internal error: " + err.Error()}
+			if h.statement == nil { // set on every attestation hit; kept for fail-closed clarity
+				return AttestationResult{State: Error, Reason: "internal error: verified attestation without a statement"}
 			}
 			result.Attestations = append(result.Attestations, Attestation{
-				PredicateType: st.PredicateType,
-				Predicate:     st.Predicate,
+				PredicateType: h.statement.PredicateType,
+				Predicate:     h.statement.Predicate,
 				Signer:        h.signer,
 			})
 		}
@@ -98,9 +86,9 @@ type statement struct {
 	Predicate json.RawMessage `json:"predicate"`
 }
 
-// statementFor decodes the DSSE envelope of a verified attestation and re-checks that the
-// statement is about h, independently of cosign's claim verifier.
-func statementFor(att oci.Signature, h v1.Hash) (*statement, error) {
+// legacyStatement decodes the DSSE envelope of a verified cosign attestation and re-checks
+// that the statement is about h, independently of cosign's claim verifier.
+func legacyStatement(att oci.Signature, h v1.Hash) (*statement, error) {
 	pl, err := att.Payload()
 	if err != nil {
 		return nil, err
@@ -112,15 +100,21 @@ func statementFor(att oci.Signature, h v1.Hash) (*statement, error) {
 	if err := json.Unmarshal(pl, &env); err != nil {
 		return nil, fmt.Errorf("decoding DSSE envelope: %w", err)
 	}
-	if env.PayloadType != ctypes.IntotoPayloadType {
-		return nil, fmt.Errorf("unexpected DSSE payload type %q", env.PayloadType)
-	}
 	raw, err := base64.StdEncoding.DecodeString(env.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("decoding DSSE payload: %w", err)
 	}
+	return statementAbout(env.PayloadType, raw, h)
+}
+
+// statementAbout decodes an in-toto statement from a DSSE payload and checks that one of its
+// subjects is h.
+func statementAbout(payloadType string, payload []byte, h v1.Hash) (*statement, error) {
+	if payloadType != ctypes.IntotoPayloadType {
+		return nil, fmt.Errorf("unexpected DSSE payload type %q", payloadType)
+	}
 	var st statement
-	if err := json.Unmarshal(raw, &st); err != nil {
+	if err := json.Unmarshal(payload, &st); err != nil {
 		return nil, fmt.Errorf("decoding in-toto statement: %w", err)
 	}
 	for _, s := range st.Subject {

@@ -33,7 +33,7 @@ func TestAttestationSBOM(t *testing.T) {
 	kp := newKey(t)
 	auths := []Authority{keyAuthority("release-key", kp)}
 
-	if res := verifier().VerifyAttestations(ctx, ref, auths); res.State != Unsigned || res.Reason != "no attestations found for "+ref.DigestStr() {
+	if res := verifier().VerifyAttestations(ctx, ref, auths); res.State != Unsigned || res.Reason != "no attestations found for "+ref.DigestStr()+" (looked at cosign .att tag: none; Sigstore bundle referrers: none)" {
 		t.Fatalf("before attesting: %+v", res)
 	}
 	if err := signtest.Attest(ctx, ref, ref, "https://spdx.dev/Document", []byte(spdxDoc), kp, writeOpts()...); err != nil {
@@ -44,7 +44,7 @@ func TestAttestationSBOM(t *testing.T) {
 		t.Fatalf("got %+v, want one verified attestation", res)
 	}
 	a := res.Attestations[0]
-	wantSigner := Signer{Authority: "release-key", KeyFingerprint: fingerprintOf(t, kp.PrivateKey.Public())}
+	wantSigner := keySigner(t, "release-key", kp)
 	if a.PredicateType != "https://spdx.dev/Document" || a.Signer != wantSigner {
 		t.Errorf("attestation = %s by %+v", a.PredicateType, a.Signer)
 	}
@@ -71,7 +71,7 @@ func TestAttestationKeyless(t *testing.T) {
 	if res.State != Verified || len(res.Attestations) != 1 {
 		t.Fatalf("got %+v", res)
 	}
-	want := Signer{Authority: "ci", KeyFingerprint: fingerprintOf(t, leaf.Cert.PublicKey), Subject: "builder@example.com", Issuer: "https://issuer.example.com"}
+	want := keylessSigner(t, "ci", leaf, "builder@example.com", "https://issuer.example.com", FormatCosignLegacy, "none: transparency log ignored, certificate checked at verification time")
 	if res.Attestations[0].Signer != want {
 		t.Errorf("signer = %+v, want %+v", res.Attestations[0].Signer, want)
 	}

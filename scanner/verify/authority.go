@@ -13,14 +13,18 @@ import (
 	"regexp"
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/tuf" //nolint:staticcheck // SA1019: cosign v2 API takes its status type
+
+	"github.com/imagetrust/imagetrust/scanner/verify/trustroot"
 )
 
-// Authority is one party whose signatures are accepted: either a public key or a keyless
-// (certificate) identity policy. Exactly one of PublicKeyPEM and Keyless is set. It is a
-// library type, not a wire format: callers map their own configuration onto it.
+// Authority is one party whose signatures are accepted: a public key, a keyless (certificate)
+// identity policy, or a Notation trust policy. Exactly one of PublicKeyPEM, Keyless and
+// Notation is set. It is a library type, not a wire format: callers map their own
+// configuration onto it.
 type Authority struct {
 	// Name identifies the authority in results and reasons.
 	Name string
@@ -28,19 +32,29 @@ type Authority struct {
 	PublicKeyPEM []byte
 	// Keyless accepts Fulcio-style certificates chaining to the given roots.
 	Keyless *Keyless
+	// Notation accepts Notary Project signatures (JWS or COSE) under a Notation trust policy.
+	Notation *Notation
 	// IgnoreTlog accepts signatures without transparency-log proof. Off by default: then a
-	// signature must carry a Rekor bundle signed by one of RekorPublicKeyPEM's keys.
+	// cosign signature must carry a Rekor bundle signed by one of RekorPublicKeyPEM's keys (or
+	// a log of TrustRoot), and a Sigstore bundle a Rekor entry or an RFC 3161 timestamp that
+	// the trusted material verifies. Not used by Notation authorities.
 	IgnoreTlog bool
 	// RekorPublicKeyPEM holds one or more ECDSA PEM keys of trusted Rekor logs, used to check
 	// Rekor bundles offline.
 	RekorPublicKeyPEM []byte
+	// TrustRoot supplies Sigstore trusted material (Fulcio CAs, Rekor logs, CT logs,
+	// timestamp authorities) for key-based and keyless authorities, in addition to the inline
+	// PEM material. When its material is unavailable, verification by this authority is an
+	// Error (never Verified).
+	TrustRoot trustroot.Provider
 }
 
 // Keyless is the certificate policy of a keyless authority.
 type Keyless struct {
 	// Identities lists accepted (issuer, subject) pairs; a certificate must match one.
 	Identities []Identity
-	// RootsPEM are the trusted root certificates (e.g. Fulcio's, or a private CA's).
+	// RootsPEM are the trusted root certificates (e.g. Fulcio's, or a private CA's); required
+	// unless the authority has a TrustRoot.
 	RootsPEM []byte
 	// IntermediatesPEM are optional intermediates. When set, only they are used to build the
 	// path; when empty the chain stored with the signature is (the roots still decide trust).
@@ -88,9 +102,14 @@ type compiled struct {
 	// transparency log
 	ignoreTlog bool
 	rekor      *cosign.TrustedTransparencyLogPubKeys
+	// Sigstore trusted material: inline is built from the PEM fields; trustRoot adds to it.
+	inline    root.TrustedMaterial
+	trustRoot trustroot.Provider
+	// notation is set for Notation authorities, which use none of the fields above.
+	notation *notationAuthority
 }
 
-func (c *compiled) keyless() bool { return c.roots != nil }
+func (c *compiled) keyless() bool { return c.identities != nil }
 
 func compile(a Authority) (*compiled, error) {
 	if a.Name == "" {
@@ -100,72 +119,104 @@ func compile(a Authority) (*compiled, error) {
 		return fmt.Errorf("authority %q: %s", a.Name, fmt.Sprintf(format, args...))
 	}
 	hasKey := len(bytes.TrimSpace(a.PublicKeyPEM)) > 0
-	switch {
-	case hasKey && a.Keyless != nil:
-		return nil, fail("set either publicKey or keyless, not both")
-	case !hasKey && a.Keyless == nil:
-		return nil, fail("one of publicKey or keyless is required")
+	switch kinds := btoi(hasKey) + btoi(a.Keyless != nil) + btoi(a.Notation != nil); {
+	case kinds > 1:
+		return nil, fail("set exactly one of publicKey, keyless or notation")
+	case kinds == 0:
+		return nil, fail("one of publicKey, keyless or notation is required")
 	}
-	c := &compiled{name: a.Name, ignoreTlog: a.IgnoreTlog}
-
+	c := &compiled{name: a.Name, ignoreTlog: a.IgnoreTlog, trustRoot: a.TrustRoot}
+	if a.Notation != nil {
+		if a.TrustRoot != nil || len(bytes.TrimSpace(a.RekorPublicKeyPEM)) > 0 {
+			return nil, fail("notation authorities take their trust from notation.trustStore, not from Sigstore material")
+		}
+		n, err := compileNotation(a.Name, *a.Notation)
+		if err != nil {
+			return nil, fail("notation: %v", err)
+		}
+		c.notation = n
+		return c, nil
+	}
+	var err error
 	if hasKey {
-		pub, err := cryptoutils.UnmarshalPEMToPublicKey(a.PublicKeyPEM)
-		if err != nil {
-			return nil, fail("publicKey is not a valid PEM public key: %v", err)
-		}
-		// SHA-256 is what cosign signs and verifies with for ECDSA and RSA keys.
-		v, err := signature.LoadVerifier(pub, crypto.SHA256)
-		if err != nil {
-			return nil, fail("publicKey: unsupported key: %v", err)
-		}
-		c.verifier = v
-		if c.fingerprint, err = Fingerprint(pub); err != nil {
-			return nil, fail("publicKey: %v", err)
-		}
+		err = c.compileKey(a.PublicKeyPEM)
 	} else {
-		k := a.Keyless
-		if len(k.Identities) == 0 {
-			return nil, fail("keyless: at least one identity (issuer and subject) is required")
-		}
-		for i, id := range k.Identities {
-			if err := checkIdentity(id); err != nil {
-				return nil, fail("keyless.identities[%d]: %v", i, err)
-			}
-			c.identities = append(c.identities, cosign.Identity{
-				Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp,
-				Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
-			})
-			var re *regexp.Regexp
-			if id.SubjectRegExp != "" {
-				re = regexp.MustCompile(id.SubjectRegExp) // checked above
-			}
-			c.subjectREs = append(c.subjectREs, re)
-		}
-		roots, err := certPool(k.RootsPEM)
-		if err != nil {
-			return nil, fail("keyless.roots: %v", err)
-		}
-		if roots == nil {
-			return nil, fail("keyless.roots: at least one PEM root certificate is required")
-		}
-		c.roots = roots
-		if c.intermediates, err = certPool(k.IntermediatesPEM); err != nil {
-			return nil, fail("keyless.intermediates: %v", err)
-		}
-		if len(bytes.TrimSpace(k.CTLogPublicKeyPEM)) > 0 {
-			if c.ctLog, err = logKeys(k.CTLogPublicKeyPEM, false); err != nil {
-				return nil, fail("keyless.ctLogPublicKey: %v", err)
-			}
-		}
-		c.ignoreSCT = k.IgnoreSCT
+		err = c.compileKeyless(*a.Keyless, a.TrustRoot != nil)
+	}
+	if err != nil {
+		return nil, fail("%v", err)
 	}
 	if len(bytes.TrimSpace(a.RekorPublicKeyPEM)) > 0 {
-		var err error
 		if c.rekor, err = logKeys(a.RekorPublicKeyPEM, true); err != nil {
 			return nil, fail("rekorPublicKey: %v", err)
 		}
 	}
+	if c.inline, err = inlineMaterial(a); err != nil {
+		return nil, fail("%v", err)
+	}
 	return c, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *compiled) compileKey(pemKey []byte) error {
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemKey)
+	if err != nil {
+		return fmt.Errorf("publicKey is not a valid PEM public key: %v", err)
+	}
+	// SHA-256 is what cosign signs and verifies with for ECDSA and RSA keys.
+	v, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("publicKey: unsupported key: %v", err)
+	}
+	c.verifier = v
+	if c.fingerprint, err = Fingerprint(pub); err != nil {
+		return fmt.Errorf("publicKey: %v", err)
+	}
+	return nil
+}
+
+func (c *compiled) compileKeyless(k Keyless, hasTrustRoot bool) error {
+	if len(k.Identities) == 0 {
+		return errors.New("keyless: at least one identity (issuer and subject) is required")
+	}
+	for i, id := range k.Identities {
+		if err := checkIdentity(id); err != nil {
+			return fmt.Errorf("keyless.identities[%d]: %v", i, err)
+		}
+		c.identities = append(c.identities, cosign.Identity{
+			Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp,
+			Subject: id.Subject, SubjectRegExp: id.SubjectRegExp,
+		})
+		var re *regexp.Regexp
+		if id.SubjectRegExp != "" {
+			re = regexp.MustCompile(id.SubjectRegExp) // checked above
+		}
+		c.subjectREs = append(c.subjectREs, re)
+	}
+	roots, err := certPool(k.RootsPEM)
+	if err != nil {
+		return fmt.Errorf("keyless.roots: %v", err)
+	}
+	if roots == nil && !hasTrustRoot {
+		return errors.New("keyless.roots: at least one PEM root certificate is required (or a trust root)")
+	}
+	c.roots = roots
+	if c.intermediates, err = certPool(k.IntermediatesPEM); err != nil {
+		return fmt.Errorf("keyless.intermediates: %v", err)
+	}
+	if len(bytes.TrimSpace(k.CTLogPublicKeyPEM)) > 0 {
+		if c.ctLog, err = logKeys(k.CTLogPublicKeyPEM, false); err != nil {
+			return fmt.Errorf("keyless.ctLogPublicKey: %v", err)
+		}
+	}
+	c.ignoreSCT = k.IgnoreSCT
+	return nil
 }
 
 func checkIdentity(id Identity) error {

@@ -46,9 +46,9 @@ func TestAuthorityValidate(t *testing.T) {
 			return a
 		}(), ""},
 		{"no name", Authority{PublicKeyPEM: kp.PublicPEM}, "authority: name is required"},
-		{"neither key nor keyless", Authority{Name: "x"}, `authority "x": one of publicKey or keyless is required`},
+		{"neither key nor keyless", Authority{Name: "x"}, `authority "x": one of publicKey, keyless or notation is required`},
 		{"both key and keyless", func() Authority { a := keyless(nil); a.PublicKeyPEM = kp.PublicPEM; return a }(),
-			`authority "ci": set either publicKey or keyless, not both`},
+			`authority "ci": set exactly one of publicKey, keyless or notation`},
 		{"bad key PEM", Authority{Name: "k", PublicKeyPEM: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")},
 			`authority "k": publicKey is not a valid PEM public key`},
 		{"key is not PEM", Authority{Name: "k", PublicKeyPEM: []byte("ssh-ed25519 AAAA")},

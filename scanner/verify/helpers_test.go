@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
 	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
@@ -26,15 +29,37 @@ import (
 
 // testRegistry is ggcr's in-memory OCI registry behind httptest; wrap, when set, sits in
 // front of it to inject failures.
-func testRegistry(t *testing.T, wrap func(http.Handler) http.Handler) string {
+func testRegistry(t testing.TB, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
-	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	return testRegistryWith(t, false, wrap)
+}
+
+// testRegistryWith serves the referrers API when referrers is set; without it clients fall
+// back to the referrers tag schema.
+func testRegistryWith(t testing.TB, referrers bool, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(referrers))
 	if wrap != nil {
 		h = wrap(h)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// countPath counts requests whose path contains part.
+func countPath(n *int, part string) func(http.Handler) http.Handler {
+	var mu sync.Mutex
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, part) {
+				mu.Lock()
+				*n++
+				mu.Unlock()
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 var anon = []remote.Option{remote.WithAuth(authn.Anonymous)}
@@ -50,7 +75,7 @@ func verifier() *Verifier {
 }
 
 // pushImage pushes a random image to host/repo and returns it by digest.
-func pushImage(t *testing.T, host, repo string) name.Digest {
+func pushImage(t testing.TB, host, repo string) name.Digest {
 	t.Helper()
 	img, err := random.Image(64, 1)
 	if err != nil {
@@ -70,7 +95,7 @@ func pushImage(t *testing.T, host, repo string) name.Digest {
 	return digestRef(t, tag.Context(), d)
 }
 
-func digestRef(t *testing.T, repo name.Repository, d v1.Hash) name.Digest {
+func digestRef(t testing.TB, repo name.Repository, d v1.Hash) name.Digest {
 	t.Helper()
 	ref, err := name.NewDigest(repo.Name() + "@" + d.String())
 	if err != nil {
@@ -117,6 +142,21 @@ func fingerprintOf(t *testing.T, pub any) string {
 	return "SHA256:" + hex.EncodeToString(sum[:])
 }
 
+// keySigner is the Signer a key-based authority reports for a cosign signature without log.
+func keySigner(t *testing.T, authority string, kp *signtest.KeyPair) Signer {
+	t.Helper()
+	return Signer{Authority: authority, KeyFingerprint: fingerprintOf(t, kp.PrivateKey.Public()),
+		Format: FormatCosignLegacy, TimeProof: "none: transparency log ignored"}
+}
+
+// keylessSigner is the Signer a keyless authority reports for leaf's signature.
+func keylessSigner(t *testing.T, authority string, leaf *signtest.Leaf, subject, issuer string, format SignatureFormat, proof string) Signer {
+	t.Helper()
+	sum := sha256.Sum256(leaf.Cert.Raw)
+	return Signer{Authority: authority, KeyFingerprint: fingerprintOf(t, leaf.Cert.PublicKey), Subject: subject, Issuer: issuer,
+		Format: format, TimeProof: proof, CertificateFingerprint: "SHA256:" + hex.EncodeToString(sum[:])}
+}
+
 func keyAuthority(n string, kp *signtest.KeyPair) Authority {
 	return Authority{Name: n, PublicKeyPEM: kp.PublicPEM, IgnoreTlog: true}
 }
@@ -143,3 +183,14 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 }
 
 var ctx = context.Background()
+
+// rawManifest puts manifest bytes as they are.
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

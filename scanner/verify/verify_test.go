@@ -51,11 +51,11 @@ func TestKeySignedVerifies(t *testing.T) {
 				t.Fatal(err)
 			}
 			res := verifier().VerifySignatures(ctx, ref, []Authority{keyAuthority("release-key", tc.kp)})
-			want := []Signer{{Authority: "release-key", KeyFingerprint: fingerprintOf(t, tc.kp.PrivateKey.Public())}}
+			want := []Signer{keySigner(t, "release-key", tc.kp)}
 			if res.State != Verified || !reflect.DeepEqual(res.Signers, want) {
 				t.Fatalf("got %+v, want Verified by %+v", res, want)
 			}
-			if res.Reason != "signature verified by authorities [release-key]" {
+			if res.Reason != "signature verified by authorities [release-key] (looked at cosign .sig tag: 1 found, verified; Sigstore bundle referrers: none; Notation referrers: none)" {
 				t.Errorf("reason = %q", res.Reason)
 			}
 		})
@@ -69,7 +69,7 @@ func TestUnsigned(t *testing.T) {
 	if res.State != Unsigned || len(res.Signers) != 0 {
 		t.Fatalf("got %+v, want Unsigned", res)
 	}
-	if want := "no signatures found for " + ref.DigestStr(); res.Reason != want {
+	if want := "no signatures found for " + ref.DigestStr() + " (looked at cosign .sig tag: none; Sigstore bundle referrers: none; Notation referrers: none)"; res.Reason != want {
 		t.Errorf("reason = %q, want %q", res.Reason, want)
 	}
 }
@@ -215,7 +215,7 @@ func TestKeyless(t *testing.T) {
 				t.Fatalf("state = %s (%s), want %s", res.State, res.Reason, tc.wantState)
 			}
 			if tc.wantState == Verified {
-				want := []Signer{{Authority: "ci", KeyFingerprint: fingerprintOf(t, tc.leaf.Cert.PublicKey), Subject: tc.wantSubject, Issuer: tc.wantIssuer}}
+				want := []Signer{keylessSigner(t, "ci", tc.leaf, tc.wantSubject, tc.wantIssuer, FormatCosignLegacy, "none: transparency log ignored, certificate checked at verification time")}
 				if !reflect.DeepEqual(res.Signers, want) {
 					t.Errorf("signers = %+v, want %+v", res.Signers, want)
 				}
@@ -314,7 +314,7 @@ func TestSecondAuthorityMatches(t *testing.T) {
 		keylessAuthority("ci", ca, Identity{Issuer: "https://i", Subject: "s@example.com"}),
 	}
 	res := verifier().VerifySignatures(ctx, ref, auths)
-	want := []Signer{{Authority: "release-key", KeyFingerprint: fingerprintOf(t, signing.PrivateKey.Public())}}
+	want := []Signer{keySigner(t, "release-key", signing)}
 	if res.State != Verified || !reflect.DeepEqual(res.Signers, want) {
 		t.Fatalf("got %+v, want Verified by %+v", res, want)
 	}
@@ -331,13 +331,13 @@ func TestAllSignersCollected(t *testing.T) {
 	}
 	res := verifier().VerifySignatures(ctx, ref, []Authority{keyAuthority("a", k1), keyAuthority("b", k2), keyAuthority("c", newKey(t))})
 	want := []Signer{
-		{Authority: "a", KeyFingerprint: fingerprintOf(t, k1.PrivateKey.Public())},
-		{Authority: "b", KeyFingerprint: fingerprintOf(t, k2.PrivateKey.Public())},
+		keySigner(t, "a", k1),
+		keySigner(t, "b", k2),
 	}
 	if res.State != Verified || !reflect.DeepEqual(res.Signers, want) {
 		t.Fatalf("got %+v, want Verified by %+v", res, want)
 	}
-	if res.Reason != "signature verified by authorities [a, b]" {
+	if !strings.HasPrefix(res.Reason, "signature verified by authorities [a, b] (looked at cosign .sig tag: 2 found, verified;") {
 		t.Errorf("reason = %q", res.Reason)
 	}
 }
@@ -479,7 +479,7 @@ func TestVerifyDigestSignatureAnyArtifact(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := verifier().VerifyDigestSignature(ctx, ref, []Authority{keyAuthority("k", kp)})
-		want := []Signer{{Authority: "k", KeyFingerprint: fingerprintOf(t, kp.PrivateKey.Public())}}
+		want := []Signer{keySigner(t, "k", kp)}
 		if res.State != Verified || !reflect.DeepEqual(res.Signers, want) {
 			t.Errorf("%s: got %+v", ref, res)
 		}

@@ -435,15 +435,19 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 
 	sw := &statusWriter{ResponseWriter: w}
 	injected := false
-	defer func() {
-		r.mu.Lock()
-		r.inFlight--
-		r.log = append(r.log, Request{
-			Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Kind: kind,
-			Status: sw.status, Injected: injected, Start: start, Duration: time.Since(start),
+	var once sync.Once
+	record := func() {
+		once.Do(func() {
+			r.mu.Lock()
+			r.inFlight--
+			r.log = append(r.log, Request{
+				Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Kind: kind,
+				Status: sw.status, Injected: injected, Start: start, Duration: time.Since(start),
+			})
+			r.mu.Unlock()
 		})
-		r.mu.Unlock()
-	}()
+	}
+	defer record()
 
 	if r.cfg.user != "" {
 		user, pass, ok := req.BasicAuth()
@@ -465,6 +469,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		if f.Status >= 0 {
 			injected = true
 			if f.Status == 0 {
+				record() // before the client can see the connection drop
 				dropConnection(sw)
 				return
 			}

@@ -16,7 +16,6 @@ import (
 	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/in-toto/in-toto-golang/in_toto"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci"
@@ -98,27 +97,9 @@ func Sign(ctx context.Context, ref name.Digest, s Signer, rekor *Rekor, opts ...
 // subject, normally ref itself; passing another digest forges the "attestation copied from
 // another image" case a verifier must reject.
 func Attest(ctx context.Context, ref name.Digest, subject name.Digest, predicateType string, predicate []byte, s Signer, opts ...ociremote.Option) error {
-	if !json.Valid(predicate) {
-		return errors.New("predicate is not valid JSON")
-	}
-	h, err := hexDigest(subject)
+	stBytes, err := statementJSON(subject, "https://in-toto.io/Statement/v0.1", predicateType, predicate)
 	if err != nil {
 		return err
-	}
-	st := in_toto.Statement{
-		StatementHeader: in_toto.StatementHeader{
-			Type:          in_toto.StatementInTotoV01,
-			PredicateType: predicateType,
-			Subject: []in_toto.Subject{{
-				Name:   subject.Context().Name(),
-				Digest: map[string]string{"sha256": h},
-			}},
-		},
-		Predicate: json.RawMessage(predicate),
-	}
-	stBytes, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encoding statement: %w", err)
 	}
 	sv, certPEM, chainPEM := s.material()
 	envelope, err := dsse.WrapSigner(sv, ctypes.IntotoPayloadType).SignMessage(bytes.NewReader(stBytes))
