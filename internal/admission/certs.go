@@ -89,9 +89,22 @@ func (s *certSource) loaded() bool { return s.get.Load() != nil }
 
 // fileCerts loads tls.crt/tls.key from a directory and watches them.
 type fileCerts struct {
-	src *certSource
-	dir string
-	log logr.Logger
+	src     *certSource
+	dir     string
+	log     logr.Logger
+	watcher *certwatcher.CertWatcher
+}
+
+// load reads the files once; Setup calls it so the listeners have a certificate before the
+// manager's caches have synced (runnables wait for that).
+func (f *fileCerts) load() error {
+	w, err := certwatcher.New(filepath.Join(f.dir, corev1.TLSCertKey), filepath.Join(f.dir, corev1.TLSPrivateKeyKey))
+	if err != nil {
+		return err
+	}
+	f.watcher = w
+	f.src.set(w.GetCertificate)
+	return nil
 }
 
 // NeedLeaderElection: every replica serves.
@@ -100,10 +113,12 @@ func (*fileCerts) NeedLeaderElection() bool { return false }
 // Start waits for the files (a mounted Secret may be filled a moment later), then watches them.
 func (f *fileCerts) Start(ctx context.Context) error {
 	for {
-		w, err := certwatcher.New(filepath.Join(f.dir, corev1.TLSCertKey), filepath.Join(f.dir, corev1.TLSPrivateKeyKey))
+		err := error(nil)
+		if f.watcher == nil {
+			err = f.load()
+		}
 		if err == nil {
-			f.src.set(w.GetCertificate)
-			return w.Start(ctx)
+			return f.watcher.Start(ctx)
 		}
 		f.log.Info("waiting for admission serving certificate", "dir", f.dir, "error", err.Error())
 		select {

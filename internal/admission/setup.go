@@ -178,12 +178,26 @@ func Setup(mgr manager.Manager, opts Options) (*Admission, error) {
 	return &Admission{Admitter: a, Tags: tags}, nil
 }
 
+// addCerts adds the certificate runnable, after a first load: runnables other than caches and
+// listeners start only once the caches have synced, and a listener without a certificate
+// cannot even tell its caller that it is not ready yet.
 func addCerts(mgr manager.Manager, opts Options, src *certSource) error {
+	log := ctrl.Log.WithName("admission-certs")
 	if opts.Certs.Mode == CertsFromFiles {
-		return mgr.Add(&fileCerts{src: src, dir: opts.Certs.Dir, log: ctrl.Log.WithName("admission-certs")})
+		f := &fileCerts{src: src, dir: opts.Certs.Dir, log: log}
+		if err := f.load(); err != nil {
+			log.Info("serving certificate not there yet", "dir", opts.Certs.Dir, "error", err.Error())
+		}
+		return mgr.Add(f)
 	}
-	return mgr.Add(&selfManagedCerts{src: src, client: mgr.GetClient(), reader: mgr.GetAPIReader(),
-		namespace: opts.ManagerNamespace, opts: opts.Certs, now: time.Now, log: ctrl.Log.WithName("admission-certs")})
+	m := &selfManagedCerts{src: src, client: mgr.GetClient(), reader: mgr.GetAPIReader(),
+		namespace: opts.ManagerNamespace, opts: opts.Certs, now: time.Now, log: log}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.sync(ctx); err != nil {
+		log.Info("first certificate sync failed; retrying in the background", "error", err.Error())
+	}
+	return mgr.Add(m)
 }
 
 // addDoors adds the listeners of the enabled front doors.
