@@ -2,7 +2,6 @@ package admission
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"sync"
@@ -198,7 +197,7 @@ func gatekeeperQuery(t testing.TB, w *world, keys []string) *externaldata.Provid
 	name := fmt.Sprintf("imagetrust-%d", providerSeq.n)
 	providerSeq.Unlock()
 	p := &unversioned.Provider{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: unversioned.ProviderSpec{URL: w.gkURL, Timeout: 10, CABundle: base64.StdEncoding.EncodeToString(w.servingCA(t))}}
+		Spec: unversioned.ProviderSpec{URL: w.gkURL, Timeout: 10, CABundle: b64(w.servingCA(t))}}
 	resp, code, err := externaldata.DefaultSendRequestToProvider(context.Background(), p, keys, &w.gkClient)
 	if err != nil || code != 200 {
 		t.Fatalf("Gatekeeper request: code %d, %v", code, err)

@@ -53,6 +53,7 @@ type world struct {
 	port     int    // webhook / ImageReview listener
 	gkURL    string // Gatekeeper door
 	gkClient tls.Certificate
+	gkPair   keyPair // the same client certificate as PEM
 	stop     context.CancelFunc
 	done     chan error
 }
@@ -258,7 +259,7 @@ func webhookWorldOn(env *testenv.Env) (*world, error) {
 	if err := env.Client.Create(ctx, cfg); err != nil {
 		return nil, err
 	}
-	gkCA, gkClient, err := gatekeeperClientCert()
+	gkCA, gkPair, gkClient, err := gatekeeperClientCert()
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +286,7 @@ func webhookWorldOn(env *testenv.Env) (*world, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.gkURL, w.gkClient = fmt.Sprintf("https://127.0.0.1:%d%s", gkPort, GatekeeperPath), gkClient
+	w.gkURL, w.gkClient, w.gkPair = fmt.Sprintf("https://127.0.0.1:%d%s", gkPort, GatekeeperPath), gkClient, gkPair
 	return w, waitFor(30*time.Second, func() (bool, error) {
 		var got admissionregistrationv1.ValidatingWebhookConfiguration
 		if err := env.Client.Get(ctx, types.NamespacedName{Name: cfg.Name}, &got); err != nil {
@@ -303,32 +304,37 @@ func registryForWorlds() (*registrytest.Registry, error) {
 }
 
 // gatekeeperClientCert plays Gatekeeper's part: a CA and a client certificate it signs.
-func gatekeeperClientCert() ([]byte, tls.Certificate, error) {
+func gatekeeperClientCert() ([]byte, keyPair, tls.Certificate, error) {
 	ca, err := newCA(time.Now(), 24*time.Hour)
 	if err != nil {
-		return nil, tls.Certificate{}, err
+		return nil, keyPair{}, tls.Certificate{}, err
 	}
+	pair, err := clientCert(ca, "gatekeeper-webhook-service.gatekeeper-system.svc")
+	if err != nil {
+		return nil, keyPair{}, tls.Certificate{}, err
+	}
+	c, err := tls.X509KeyPair(pair.Cert, pair.Key)
+	return ca.Cert, pair, c, err
+}
+
+// clientCert issues a TLS client certificate signed by ca.
+func clientCert(ca keyPair, cn string) (keyPair, error) {
 	caCert, caKey, err := parsePair(ca)
 	if err != nil {
-		return nil, tls.Certificate{}, err
+		return keyPair{}, err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, tls.Certificate{}, err
+		return keyPair{}, err
 	}
-	tmpl := &x509.Certificate{SerialNumber: serialNumber(), Subject: pkix.Name{CommonName: "gatekeeper-webhook-service.gatekeeper-system.svc"},
+	tmpl := &x509.Certificate{SerialNumber: serialNumber(), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, tls.Certificate{}, err
+		return keyPair{}, err
 	}
-	pair, err := encodePair(der, key)
-	if err != nil {
-		return nil, tls.Certificate{}, err
-	}
-	c, err := tls.X509KeyPair(pair.Cert, pair.Key)
-	return ca.Cert, c, err
+	return encodePair(der, key)
 }
 
 func waitFor(timeout time.Duration, cond func() (bool, error)) error {
