@@ -23,6 +23,9 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 CRD_REF_DOCS_VERSION ?= v0.3.0
 CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
+# cert-manager whose CRDs the config tests validate config/components/admission-cert-manager
+# against (read from its Go module, fetched through the module proxy).
+CERT_MANAGER_VERSION ?= v1.21.2
 
 # Test flags; CI adds -race on the packages where it is affordable.
 GOTEST_FLAGS ?= -count=1
