@@ -219,7 +219,9 @@ func TestAdmissionGatekeeperWiring(t *testing.T) {
 	}
 	svc := &corev1.Service{}
 	into(t, find(t, objs, "Service", "imagetrust-admission-gatekeeper"), svc)
-	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == svc.Spec.Ports[0].TargetPort.StrVal && p.ContainerPort == 8090 }) {
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool {
+		return p.Name == svc.Spec.Ports[0].TargetPort.StrVal && p.ContainerPort == 8090
+	}) {
 		t.Errorf("Gatekeeper Service targets %q, not the container's 8090", svc.Spec.Ports[0].TargetPort.StrVal)
 	}
 	ca := argValues(c, "--admission-gatekeeper-client-ca")
