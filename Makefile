@@ -195,6 +195,11 @@ bench: $(GRYPE) ## Fleet benchmark at BENCH_SCALE (ci|medium|large|full): grype 
 	go build -o $(LOCALBIN)/bench ./hack/bench
 	$(LOCALBIN)/bench -scale $(BENCH_SCALE) -grype $(GRYPE) $(BENCH_ARGS)
 
+.PHONY: bench-admission
+bench-admission: control-plane $(KUSTOMIZE) ## Admission latency: a 5-container Pod decided from the cache vs by re-verifying signatures, and what the webhook adds to a Pod create.
+	KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
+		go test ./internal/admission -run '^$$' -bench . -benchtime 1000x -timeout 20m
+
 .PHONY: bench-ci
 bench-ci: ## The fleet benchmark at CI scale; compares with the grype CLI only when bin/grype-$(GRYPE_VERSION) is already built.
 	go build -o $(LOCALBIN)/bench ./hack/bench

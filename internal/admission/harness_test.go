@@ -387,6 +387,7 @@ func (w *world) user(t testing.TB, name string, groups ...string) *userClient {
 		t.Fatal(err)
 	}
 	cfg := u.Config()
+	cfg.QPS, cfg.Burst = -1, 0 // client-go's default 5 QPS would dominate latency measurements
 	log := &warningLog{}
 	cfg.WarningHandler = log
 	c, err := client.New(cfg, client.Options{Scheme: w.env.Scheme})
