@@ -101,7 +101,7 @@ func servicePort(svc *unstructured.Unstructured, want any) (int64, any, error) {
 			return n, target, nil
 		}
 	}
-	return 0, nil, fmt.Errorf("Service %s has no port %d", svc.GetName(), n)
+	return 0, nil, fmt.Errorf("the Service %s has no port %d", svc.GetName(), n)
 }
 
 // setWebhookDefinitions writes the definitions into the CSV's spec.

@@ -174,6 +174,6 @@ func BenchmarkPodCreate(b *testing.B) {
 	b.StopTimer()
 	on.report(b, "webhook-")
 	off.report(b, "nowebhook-")
-	b.ReportMetric(float64((on.quantile(0.5)-off.quantile(0.5)).Microseconds()), "added-p50-µs")
-	b.ReportMetric(float64((on.quantile(0.99)-off.quantile(0.99)).Microseconds()), "added-p99-µs")
+	b.ReportMetric(float64((on.quantile(0.5) - off.quantile(0.5)).Microseconds()), "added-p50-µs")
+	b.ReportMetric(float64((on.quantile(0.99) - off.quantile(0.99)).Microseconds()), "added-p99-µs")
 }

@@ -361,7 +361,9 @@ func TestReadinessWaitsForCaches(t *testing.T) {
 	t.Cleanup(func() {
 		if granted { // a manager whose caches never synced does not stop
 			replica.stop()
-			<-replica.done
+			if err := <-replica.done; err != nil {
+				t.Errorf("replica manager: %v", err)
+			}
 		}
 	})
 	var body string

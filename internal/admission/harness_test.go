@@ -193,7 +193,8 @@ func (w *world) close() {
 	if w.stop != nil {
 		w.stop()
 		select {
-		case <-w.done:
+		case err := <-w.done:
+			_ = err // the manager's exit does not matter at teardown
 		case <-time.After(30 * time.Second):
 		}
 	}

@@ -222,7 +222,7 @@ func (tc tableCase) setUp(t *testing.T, w *world, i int) *caseWorld {
 		}
 		w.waitCached(t, p)
 	}
-	for n, im := range tc.images {
+	for _, im := range tc.images {
 		ref, d := cw.root+"/"+im.repo, ""
 		if im.digest > 0 {
 			d = digestOf(id, im.digest)
@@ -238,7 +238,6 @@ func (tc tableCase) setUp(t *testing.T, w *world, i int) *caseWorld {
 			s += "@" + d
 		}
 		cw.images, cw.digest = append(cw.images, s), append(cw.digest, d)
-		_ = n
 	}
 	for n, rf := range tc.reports {
 		ns := rf.namespace
@@ -254,13 +253,11 @@ func (tc tableCase) setUp(t *testing.T, w *world, i int) *caseWorld {
 			st.Policy.FailedChecks = append(st.Policy.FailedChecks, f)
 		}
 		repo, d := cw.root+"/"+tc.images[rf.image].repo, cw.digest[rf.image]
-		r := &v1.ImageTrustReport{}
 		if rf.indexOnly {
-			r = writeReportSpec(t, w, ns, fmt.Sprintf("r%d", n), v1.ImageTrustReportSpec{Image: repo, Digest: digestOf(id, 100+n), IndexDigest: d, Platform: "linux/amd64"}, st)
+			writeReportSpec(t, w, ns, fmt.Sprintf("r%d", n), v1.ImageTrustReportSpec{Image: repo, Digest: digestOf(id, 100+n), IndexDigest: d, Platform: "linux/amd64"}, st)
 		} else {
-			r = writeReport(t, w, ns, fmt.Sprintf("r%d", n), repo, d, st)
+			writeReport(t, w, ns, fmt.Sprintf("r%d", n), repo, d, st)
 		}
-		_ = r
 	}
 	return cw
 }
