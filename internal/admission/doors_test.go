@@ -124,7 +124,7 @@ func imagePolicyPod(t *testing.T, w *world, u *userClient, cw *caseWorld) doorAn
 	err := u.Create(context.Background(), pod)
 	o := createOutcome(err, nil, w.takeAssessed())
 	if err == nil && cw.tc.want.warned {
-		o.warnings, o.text = 1, strings.Join(cw.expandText(), "\n") // not observable here; see TestImagePolicyAuditAnnotation
+		o.warnings, o.text = 1, strings.Join(cw.expandText(), "\n") // the client cannot see them; TestImagePolicyWarningsAreAudited reads them
 	}
 	if err != nil && !strings.Contains(err.Error(), "image policy webhook backend denied one or more images") {
 		t.Errorf("refusal did not come from the ImagePolicyWebhook backend: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -407,4 +408,39 @@ func postAdmissionReview(t *testing.T, port int, caPEM []byte) string {
 	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestImagePolicyWarningsAreAudited: ImageReview cannot warn a client, so what the webhook door
+// would warn about reaches the API server's audit log as an audit annotation of the request.
+func TestImagePolicyWarningsAreAudited(t *testing.T) {
+	w := imagePolicyWorld(t)
+	s := newScenario(t, w, "imagepolicy-audit", v1.AdmissionAudit)
+	p := pod(s.ns, s.untrusted, nil)
+	mustAllow(t, w.user(t, "audited").Create(context.Background(), p))
+	const key = "imagepolicywebhook.image-policy.k8s.io/" + ImageReviewWarningsKey
+	err := waitFor(10*time.Second, func() (bool, error) {
+		b, err := os.ReadFile(w.auditLog)
+		if err != nil {
+			return false, err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var ev struct {
+				Stage       string                `json:"stage"`
+				ObjectRef   struct{ Name string } `json:"objectRef"`
+				Annotations map[string]string     `json:"annotations"`
+			}
+			if json.Unmarshal([]byte(line), &ev) != nil || ev.ObjectRef.Name != p.Name || ev.Stage != "ResponseComplete" {
+				continue
+			}
+			v := ev.Annotations[key]
+			if !strings.Contains(v, "would be denied") || !strings.Contains(v, "signature: no signature found") {
+				return false, fmt.Errorf("audit annotations %v", ev.Annotations)
+			}
+			return true, nil
+		}
+		return false, fmt.Errorf("no audit event for pod %s", p.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -54,6 +54,7 @@ type world struct {
 	gkURL    string // Gatekeeper door
 	gkClient tls.Certificate
 	gkPair   keyPair // the same client certificate as PEM
+	auditLog string  // the API server's audit log, when it keeps one
 	stop     context.CancelFunc
 	done     chan error
 }

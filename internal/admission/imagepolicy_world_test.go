@@ -52,6 +52,9 @@ plugins:
       retryBackoff: 100
       defaultAllow: false
 `, filepath.Join(dir, "kubeconfig")))}
+	// Metadata-level audit of Pods: where the API server records the ImageReview's audit
+	// annotations (this door's warnings).
+	files["audit-policy.yaml"] = []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources: [{group: \"\", resources: [pods]}]\n")
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			return nil, err
@@ -60,7 +63,9 @@ plugins:
 	env, err := testenv.StartWith(func(e *envtest.Environment) {
 		e.ControlPlane.GetAPIServer().Configure().
 			Append("enable-admission-plugins", "ImagePolicyWebhook").
-			Set("admission-control-config-file", filepath.Join(dir, "admission.yaml"))
+			Set("admission-control-config-file", filepath.Join(dir, "admission.yaml")).
+			Set("audit-policy-file", filepath.Join(dir, "audit-policy.yaml")).
+			Set("audit-log-path", filepath.Join(dir, "audit.log"))
 	})
 	if err != nil {
 		return nil, err
@@ -84,6 +89,7 @@ plugins:
 		_ = env.Stop()
 		return nil, err
 	}
+	w.auditLog = filepath.Join(dir, "audit.log")
 	return w, nil
 }
 
