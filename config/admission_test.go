@@ -18,7 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	apiserverv1 "k8s.io/apiserver/pkg/apis/apiserver/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/internal/kustomize"
@@ -285,5 +288,63 @@ func TestAdmissionRBAC(t *testing.T) {
 		if got := ask(a); got != tc.allowed {
 			t.Errorf("%s %s/%s %q in %q: allowed = %v, want %v", a.Verb, a.Group, a.Resource, a.Name, a.Namespace, got, tc.allowed)
 		}
+	}
+}
+
+// TestAdmissionSamples: the webhook door's samples are accepted by the API server, and the
+// ImagePolicyWebhook files are a valid AdmissionConfiguration and kubeconfig pointing at the
+// backend's path.
+func TestAdmissionSamples(t *testing.T) {
+	ctx := testContext(t)
+	ensureNamespace(t, ctx, "payments")
+	for _, f := range []string{"enforce-policy.yaml", "break-glass-pod.yaml"} {
+		b, err := os.ReadFile(filepath.Join(kustomize.RepoRoot(), "config/samples/admission/webhook", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := kustomize.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range objs {
+			if err := apply(ctx, u, true); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
+	}
+	var pol securityv1alpha1.ImageTrustPolicy
+	b, _ := os.ReadFile(filepath.Join(kustomize.RepoRoot(), "config/samples/admission/webhook/enforce-policy.yaml"))
+	if err := yaml.UnmarshalStrict(b, &pol); err != nil || pol.Spec.Admission == nil || pol.Spec.Admission.Mode != securityv1alpha1.AdmissionEnforce {
+		t.Errorf("enforce sample: %v %+v", err, pol.Spec.Admission)
+	}
+
+	dir := filepath.Join(kustomize.RepoRoot(), "config/samples/admission/imagepolicy")
+	b, err := os.ReadFile(filepath.Join(dir, "admission-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ac apiserverv1.AdmissionConfiguration
+	if err := yaml.UnmarshalStrict(b, &ac); err != nil || len(ac.Plugins) != 1 || ac.Plugins[0].Name != "ImagePolicyWebhook" {
+		t.Fatalf("admission-config.yaml: %v %+v", err, ac)
+	}
+	var ip struct {
+		ImagePolicy struct {
+			KubeConfigFile string `json:"kubeConfigFile"`
+			AllowTTL       int    `json:"allowTTL"`
+			DenyTTL        int    `json:"denyTTL"`
+			RetryBackoff   int    `json:"retryBackoff"`
+			DefaultAllow   bool   `json:"defaultAllow"`
+		} `json:"imagePolicy"`
+	}
+	if err := yaml.UnmarshalStrict(ac.Plugins[0].Configuration.Raw, &ip); err != nil || ip.ImagePolicy.DefaultAllow || ip.ImagePolicy.DenyTTL > 30 {
+		t.Errorf("imagePolicy configuration %+v: %v (want defaultAllow false and a short denyTTL)", ip, err)
+	}
+	kc, err := clientcmd.LoadFromFile(filepath.Join(dir, "imagepolicy-kubeconfig.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]
+	if cluster == nil || !strings.HasSuffix(cluster.Server, "/imagepolicy") || !strings.HasPrefix(cluster.Server, "https://") || cluster.CertificateAuthority == "" {
+		t.Errorf("kubeconfig cluster %+v: want https to the /imagepolicy path with a CA", cluster)
 	}
 }
