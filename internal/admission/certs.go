@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -262,29 +263,33 @@ func (m *selfManagedCerts) publish(ctx context.Context, bundle []byte) error {
 	return errors.Join(errs...)
 }
 
+// publishWebhook writes the bundle into every webhook of a configuration; a conflicting write
+// (another replica, or someone editing the configuration) is retried on a fresh read.
 func (m *selfManagedCerts) publishWebhook(ctx context.Context, name string, bundle []byte) error {
-	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-	if err := m.reader.Get(ctx, types.NamespacedName{Name: name}, &cfg); err != nil {
-		if apierrors.IsNotFound(err) {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+		if err := m.reader.Get(ctx, types.NamespacedName{Name: name}, &cfg); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+		}
+		changed := false
+		for i := range cfg.Webhooks {
+			if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
+				cfg.Webhooks[i].ClientConfig.CABundle = bundle
+				changed = true
+			}
+		}
+		if !changed {
 			return nil
 		}
-		return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
-	}
-	changed := false
-	for i := range cfg.Webhooks {
-		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
-			cfg.Webhooks[i].ClientConfig.CABundle = bundle
-			changed = true
+		m.log.Info("writing CA bundle", "validatingWebhookConfiguration", name)
+		if err := m.client.Update(ctx, &cfg); err != nil {
+			return fmt.Errorf("writing the CA bundle of ValidatingWebhookConfiguration %s: %w", name, err)
 		}
-	}
-	if !changed {
 		return nil
-	}
-	m.log.Info("writing CA bundle", "validatingWebhookConfiguration", name)
-	if err := m.client.Update(ctx, &cfg); err != nil {
-		return fmt.Errorf("writing the CA bundle of ValidatingWebhookConfiguration %s: %w", name, err)
-	}
-	return nil
+	})
 }
 
 func (m *selfManagedCerts) publishProvider(ctx context.Context, name string, bundle []byte) error {

@@ -31,6 +31,10 @@ func TestSelfManagedCertificates(t *testing.T) {
 	if err := w.env.Client.Create(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = w.env.Client.Delete(ctx, cfg)
+		_ = w.env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: managerNS, Name: "rotation-test"}})
+	})
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
