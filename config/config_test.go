@@ -626,6 +626,14 @@ func TestSamplesAreAcceptedByTheCRDs(t *testing.T) {
 		!strings.HasPrefix(key.Spec.Images[0], "registry.example.com/") {
 		t.Errorf("cosign key sample for one registry is missing or changed: %+v", key)
 	}
+	if key != nil && (key.Spec.Admission == nil || key.Spec.Admission.Mode != securityv1alpha1.AdmissionAudit || key.Spec.Admission.OnUnknown != securityv1alpha1.UnknownDeny) {
+		t.Errorf("cosign key sample admission = %+v, want Audit with onUnknown Deny", key.Spec.Admission)
+	}
+	for name, p := range policies {
+		if name != "payments-release-key" && p.Spec.Admission != nil {
+			t.Errorf("sample %s sets admission %+v: samples other than the Audit one must not start refusing workloads", name, p.Spec.Admission)
+		}
+	}
 	keyless := policies["example-org-keyless"]
 	if keyless == nil || len(keyless.Spec.Authorities) != 1 || keyless.Spec.Authorities[0].Keyless == nil {
 		t.Fatalf("keyless sample missing: %+v", keyless)

@@ -53,8 +53,10 @@ type reportInput struct {
 	view nsView
 	// assessment is the image's assessment, its Image named by the namespace's repository.
 	assessment *scanner.Assessment
-	// policies apply to the image in the namespace, by name.
-	policies  []scanner.Policy
+	// policies apply to the image in the namespace, by name; generations are their
+	// metadata.generation, which each per-policy verdict records for admission.
+	policies    []scanner.Policy
+	generations map[string]int64
 	now       time.Time
 	scannedAt time.Time
 	// dbWait and problems are the assessment's typed errors (see assessment).
@@ -70,8 +72,12 @@ func reportInputs(s *imageScope, a *assessment, now time.Time) []*reportInput {
 	for _, ns := range s.namespaces {
 		img := s.image
 		img.Repository, img.Tag = ns.view.repo, ""
+		gens := make(map[string]int64, len(ns.policies))
+		for _, p := range ns.policies {
+			gens[p.Name] = p.Generation
+		}
 		out = append(out, &reportInput{
-			key: reportKey{ns.namespace, s.key.Repository, s.key.Digest}, view: ns.view,
+			key: reportKey{ns.namespace, s.key.Repository, s.key.Digest}, view: ns.view, generations: gens,
 			assessment: &scanner.Assessment{Image: img, Verification: *a.verification, SBOM: a.sbom, SBOMReason: a.sbomReason,
 				Scan: a.scan, ScanReason: a.scanReason},
 			policies: scannerPolicies(ns.policies), now: now,
@@ -132,7 +138,7 @@ func buildStatus(in *reportInput, maxFindings int) securityv1alpha1.ImageTrustRe
 	st := securityv1alpha1.ImageTrustReportStatus{
 		Signature: signatureStatus(j.Signature, a.Verification.CheckedAt),
 		SBOM:      sbomStatus(a.SBOM, a.SBOMReason),
-		Policy:    policyResult(j.Verdict),
+		Policy:    policyResult(j.Verdict, in.generations),
 	}
 	if p := j.Provenance; p != nil {
 		st.Provenance = &securityv1alpha1.ProvenanceStatus{Verified: p.Verified, PredicateType: trunc(p.PredicateType, maxPredicateTypeLen),
@@ -203,8 +209,14 @@ func topFindings(findings []scanner.Finding, n int) []securityv1alpha1.Finding {
 	return out
 }
 
-func policyResult(c scanner.Combined) *securityv1alpha1.PolicyResult {
+// policyResult is the combined verdict, each policy's own verdict (for admission, which
+// decides per policy from any namespace's report) and the failed checks.
+func policyResult(c scanner.Combined, generations map[string]int64) *securityv1alpha1.PolicyResult {
 	pr := &securityv1alpha1.PolicyResult{Verdict: securityv1alpha1.Verdict(c.Verdict), Policies: firstN(c.Policies, maxPolicies)}
+	for _, r := range firstN(c.Results, maxPolicies) {
+		pr.Results = append(pr.Results, securityv1alpha1.PolicyVerdict{Policy: trunc(r.Policy, maxPolicyNameInCheck),
+			Verdict: securityv1alpha1.Verdict(r.Verdict), ObservedGeneration: generations[r.Policy]})
+	}
 	for _, r := range c.Results {
 		for _, f := range r.Failures {
 			if len(pr.FailedChecks) == maxFailedChecks {

@@ -718,3 +718,19 @@ func TestTopFindingsCountLocations(t *testing.T) {
 		t.Fatalf("top findings %+v", got)
 	}
 }
+
+// Each policy's own verdict is in the report, with the policy generation it was computed for:
+// admission decides per policy, from whichever namespace's report of the image it finds.
+func TestPolicyResultsPerPolicy(t *testing.T) {
+	in := sampleInput(manyFindings(3))
+	strict := in.policies[0]
+	strict.Name, strict.AllowedRegistries = "strict", []string{"other.example"}
+	in.policies = append(in.policies, strict)
+	in.generations = map[string]int64{"p": 3, "strict": 7}
+	pr := buildStatus(in, 50).Policy
+	want := []securityv1alpha1.PolicyVerdict{{Policy: "p", Verdict: securityv1alpha1.VerdictTrusted, ObservedGeneration: 3},
+		{Policy: "strict", Verdict: securityv1alpha1.VerdictUntrusted, ObservedGeneration: 7}}
+	if pr.Verdict != securityv1alpha1.VerdictUntrusted || fmt.Sprint(pr.Results) != fmt.Sprint(want) {
+		t.Fatalf("verdict %s results %+v, want %+v", pr.Verdict, pr.Results, want)
+	}
+}

@@ -100,6 +100,25 @@ func TestValidObjectsAccepted(t *testing.T) {
 	if got := fmt.Sprint(p.Spec.SBOMSources); got != "[Attestation Referrer Generate]" {
 		t.Errorf("sbomSources default = %s", got)
 	}
+	if p.Spec.Admission != nil {
+		t.Errorf("admission = %+v, want absent (Off) unless asked for", p.Spec.Admission)
+	}
+	enforce := validPolicy("accepted-enforce")
+	enforce.Spec.Admission = &v1.AdmissionSpec{Mode: v1.AdmissionEnforce}
+	if err := env.Client.Create(ctx, enforce); err != nil {
+		t.Fatalf("policy with admission Enforce rejected: %v", err)
+	}
+	if got := enforce.Spec.Admission.OnUnknown; got != v1.UnknownDeny {
+		t.Errorf("admission.onUnknown default = %q, want Deny (fail closed)", got)
+	}
+	off := validPolicy("accepted-admission-off")
+	off.Spec.Admission = &v1.AdmissionSpec{}
+	if err := env.Client.Create(ctx, off); err != nil {
+		t.Fatalf("policy with empty admission rejected: %v", err)
+	}
+	if off.Spec.Admission.Mode != v1.AdmissionOff {
+		t.Errorf("admission.mode default = %q, want Off", off.Spec.Admission.Mode)
+	}
 	if err := env.Client.Create(ctx, validScan("accepted")); err != nil {
 		t.Fatalf("valid RegistryScan rejected: %v", err)
 	}
@@ -189,6 +208,35 @@ func TestInvalidObjectsRejected(t *testing.T) {
 		{"negative location count", func() client.Object { return validReport("neg-locations") }, func(o client.Object) {
 			o.(*v1.ImageTrustReport).Status.TopFindings = []v1.Finding{{ID: "CVE-2024-1", Severity: v1.SeverityHigh, Package: "p", InstalledVersion: "1", Locations: -1}}
 		}, "status.topFindings[0].locations: Invalid value"},
+		{"unknown admission mode", func() client.Object {
+			p := validPolicy("bad-admission-mode")
+			p.Spec.Admission = &v1.AdmissionSpec{Mode: "Block"}
+			return p
+		}, nil, `Unsupported value: "Block"`},
+		{"unknown onUnknown action", func() client.Object {
+			p := validPolicy("bad-on-unknown")
+			p.Spec.Admission = &v1.AdmissionSpec{Mode: v1.AdmissionEnforce, OnUnknown: "Ignore"}
+			return p
+		}, nil, `Unsupported value: "Ignore"`},
+		{"onUnknown without a mode", func() client.Object {
+			p := validPolicy("on-unknown-off")
+			p.Spec.Admission = &v1.AdmissionSpec{OnUnknown: v1.UnknownWarn}
+			return p
+		}, nil, "onUnknown has no effect while mode is Off"},
+		{"too many policy results", func() client.Object { return validReport("many-results") }, func(o client.Object) {
+			pr := &v1.PolicyResult{Verdict: v1.VerdictTrusted}
+			for i := 0; i < 17; i++ {
+				pr.Results = append(pr.Results, v1.PolicyVerdict{Policy: fmt.Sprint("p", i), Verdict: v1.VerdictTrusted})
+			}
+			o.(*v1.ImageTrustReport).Status.Policy = pr
+		}, "status.policy.results: Too many"},
+		{"a policy's result twice", func() client.Object { return validReport("dup-results") }, func(o client.Object) {
+			o.(*v1.ImageTrustReport).Status.Policy = &v1.PolicyResult{Verdict: v1.VerdictTrusted, Results: []v1.PolicyVerdict{
+				{Policy: "p", Verdict: v1.VerdictTrusted}, {Policy: "p", Verdict: v1.VerdictUntrusted}}}
+		}, "Duplicate value"},
+		{"unknown per-policy verdict", func() client.Object { return validReport("bad-result") }, func(o client.Object) {
+			o.(*v1.ImageTrustReport).Status.Policy = &v1.PolicyResult{Verdict: v1.VerdictTrusted, Results: []v1.PolicyVerdict{{Policy: "p", Verdict: "Fine"}}}
+		}, `Unsupported value: "Fine"`},
 		{"unknown signature state", func() client.Object { return validReport("bad-state") }, func(o client.Object) {
 			o.(*v1.ImageTrustReport).Status.Signature = &v1.SignatureStatus{State: "Maybe"}
 		}, `Unsupported value: "Maybe"`},
@@ -306,7 +354,7 @@ func TestPrinterColumns(t *testing.T) {
 		"imagetrustreport.security.imagetrust.dev/columns",
 		"imagetrustpolicy.security.imagetrust.dev/columns",
 		"registryscan.security.imagetrust.dev/columns",
-		"SIGNATURE", "FAIL ON", "SCHEDULE", "LAST SUCCESS", "DIGESTS",
+		"SIGNATURE", "FAIL ON", "SCHEDULE", "ADMISSION", "LAST SUCCESS", "DIGESTS",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("kubectl get itr,itp,regscan -A lacks %q:\n%s", want, all)

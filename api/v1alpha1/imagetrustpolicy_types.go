@@ -91,6 +91,61 @@ type ImageTrustPolicySpec struct {
 	// +kubebuilder:default="0 */6 * * *"
 	// +optional
 	Schedule CronSchedule `json:"schedule,omitempty"`
+
+	// Admission decides whether the policy's verdicts are enforced when Pods and workloads are
+	// created or updated. Absent means Off: a policy never starts refusing workloads unless
+	// asked to.
+	// +optional
+	Admission *AdmissionSpec `json:"admission,omitempty"`
+}
+
+// AdmissionMode says what admission does with a policy's verdicts.
+// +kubebuilder:validation:Enum=Enforce;Audit;Off
+type AdmissionMode string
+
+// Admission modes.
+const (
+	// AdmissionEnforce refuses workloads whose images the policy finds Untrusted.
+	AdmissionEnforce AdmissionMode = "Enforce"
+	// AdmissionAudit admits them with a warning to the client and an Event.
+	AdmissionAudit AdmissionMode = "Audit"
+	// AdmissionOff leaves admission alone; reports are still written.
+	AdmissionOff AdmissionMode = "Off"
+)
+
+// UnknownAction is what admission does with an image it has no Trusted or Untrusted verdict
+// for.
+// +kubebuilder:validation:Enum=Deny;Warn;Allow
+type UnknownAction string
+
+// Unknown actions.
+const (
+	// UnknownDeny treats the image as Untrusted: refused under Enforce, warned under Audit.
+	UnknownDeny UnknownAction = "Deny"
+	// UnknownWarn admits the image with a warning to the client.
+	UnknownWarn UnknownAction = "Warn"
+	// UnknownAllow admits the image silently.
+	UnknownAllow UnknownAction = "Allow"
+)
+
+// AdmissionSpec configures admission for the images a policy covers. Decisions come from the
+// verdicts already in ImageTrustReports (of any namespace, for the same repository and digest),
+// never from a registry round trip at admission time.
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Off' || !has(self.onUnknown) || self.onUnknown == 'Deny'",message="onUnknown has no effect while mode is Off; set mode to Enforce or Audit"
+type AdmissionSpec struct {
+	// Mode is Enforce (refuse Untrusted images), Audit (admit them with a warning and an
+	// Event) or Off.
+	// +kubebuilder:default=Off
+	// +optional
+	Mode AdmissionMode `json:"mode,omitempty"`
+
+	// OnUnknown is the action for an image without a Trusted or Untrusted verdict: its digest
+	// was never assessed (it is queued for assessment at once, so a retry has an answer), its
+	// verdict is Unknown, or its tag could not be resolved to a digest. Deny (the default) fails
+	// closed; under Audit it only warns.
+	// +kubebuilder:default=Deny
+	// +optional
+	OnUnknown UnknownAction `json:"onUnknown,omitempty"`
 }
 
 // Authority is one trusted signer: a cosign public key or a keyless (Fulcio) identity.
@@ -290,6 +345,7 @@ type ImageTrustPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Signature",type=boolean,JSONPath=`.spec.requireSignature`,description="Signature required"
 // +kubebuilder:printcolumn:name="Fail On",type=string,JSONPath=`.spec.vulnerabilities.failOnSeverity`
 // +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
+// +kubebuilder:printcolumn:name="Admission",type=string,JSONPath=`.spec.admission.mode`
 // +kubebuilder:printcolumn:name="Reports",type=integer,JSONPath=`.status.matchedReports`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -284,6 +284,28 @@ type PolicyResult struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	FailedChecks []FailedCheck `json:"failedChecks,omitempty"`
+	// Results are the verdicts of each policy on its own. A policy's verdict for a repository
+	// and digest does not depend on the namespace (the policy's own authorities verify the
+	// signature), so admission can read it from the report of any namespace.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=policy
+	// +optional
+	Results []PolicyVerdict `json:"results,omitempty"`
+}
+
+// PolicyVerdict is one policy's verdict for the image.
+type PolicyVerdict struct {
+	// Policy is the ImageTrustPolicy's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Policy string `json:"policy"`
+	// Verdict of this policy alone.
+	Verdict Verdict `json:"verdict"`
+	// ObservedGeneration is the policy generation the verdict was computed for; admission
+	// treats a verdict for an older generation as Unknown until it is recomputed.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
 // FailedCheck is one failed policy check.

@@ -21,6 +21,7 @@ import (
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/controllers"
+	"github.com/imagetrust/imagetrust/internal/admission"
 	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
@@ -52,6 +53,7 @@ type managerFlags struct {
 	insecure            stringList
 	defaultPlatform     string
 	jitter              time.Duration
+	admission           admission.Flags
 }
 
 func (f *managerFlags) register(fs *flag.FlagSet) {
@@ -79,6 +81,7 @@ func (f *managerFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.insecure, "insecure-registry", "registry `host[:port]` reachable over plain HTTP or unverified TLS; repeatable")
 	fs.StringVar(&f.defaultPlatform, "default-platform", "linux/amd64", "platform picked from a multi-arch image for pods that have not pulled it yet")
 	fs.DurationVar(&f.jitter, "requeue-jitter", 30*time.Second, "scheduled re-verifications are spread over this window")
+	f.admission.Register(fs)
 }
 
 func (f *managerFlags) validate() error {
@@ -101,6 +104,11 @@ func (f *managerFlags) validate() error {
 	}
 	if f.dbUpdateURL != "" && f.dbArchive != "" {
 		return errors.New("--db-update-url and --db-archive are alternatives; set one")
+	}
+	if f.admission.Enabled() {
+		if _, err := f.admission.Options(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -211,6 +219,16 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	})
 	if err != nil {
 		return err
+	}
+	if f.admission.Enabled() {
+		opts, err := f.admission.Options()
+		if err != nil {
+			return err
+		}
+		opts.Resolver = &admission.RegistryResolver{Registry: registry.New(regOpts), Secrets: mgr.GetAPIReader()}
+		if _, err := admission.Setup(mgr, opts); err != nil {
+			return err
+		}
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "concurrency", f.concurrency, "dbDir", dbDir, "cacheDir", f.cacheDir)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

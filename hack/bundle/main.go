@@ -10,8 +10,12 @@
 //   - the Deployment becomes the CSV's install strategy;
 //   - Roles and ClusterRoles bound to the manager's ServiceAccount become permissions and
 //     clusterPermissions (OLM creates the account and the bindings itself);
-//   - other ClusterRoles and Roles (metrics reader, editor/viewer roles) and Services are bundle
-//     manifests of their own;
+//   - other ClusterRoles and Roles (metrics reader, editor/viewer roles), Services and
+//     PodDisruptionBudgets are bundle manifests of their own;
+//   - ValidatingWebhookConfigurations become the CSV's webhookdefinitions, and the Services they
+//     call are dropped (OLM creates the Service and the serving certificate for each webhook);
+//     what OLM cannot express (a namespaceSelector, a URL, a Service not selecting the
+//     Deployment) is an error;
 //   - CRDs are copied; every CRD must be listed as owned in the CSV and vice versa, and every
 //     descriptor path must exist in the CRD's schema;
 //   - imagetrust objects (config/samples) become the alm-examples annotation.
@@ -135,6 +139,8 @@ func generate(objs []*unstructured.Unstructured, opts options) (map[string][]byt
 		bindings    []*unstructured.Unstructured
 		accounts    = map[string]bool{} // "namespace/name"
 		extra       []*unstructured.Unstructured
+		services    []*unstructured.Unstructured
+		webhooks    []*unstructured.Unstructured
 		examples    []*unstructured.Unstructured
 	)
 	for _, u := range objs {
@@ -158,7 +164,11 @@ func generate(objs []*unstructured.Unstructured, opts options) (map[string][]byt
 		case gvk.Group == "" && gvk.Kind == "Namespace":
 			// OLM installs into the namespace of the OperatorGroup.
 		case gvk.Group == "" && gvk.Kind == "Service":
+			services = append(services, u)
+		case gvk.Group == "policy" && gvk.Kind == "PodDisruptionBudget":
 			extra = append(extra, u)
+		case gvk.Group == "admissionregistration.k8s.io" && gvk.Kind == "ValidatingWebhookConfiguration":
+			webhooks = append(webhooks, u)
 		case gvk.Group == samplesGroup:
 			examples = append(examples, u)
 		default:
@@ -181,6 +191,16 @@ func generate(objs []*unstructured.Unstructured, opts options) (map[string][]byt
 	}
 	if err := setManagerImage(dep, opts.Image); err != nil {
 		return nil, err
+	}
+
+	webhookDefs, webhookServices, err := webhookDefinitions(webhooks, services, dep)
+	if err != nil {
+		return nil, err
+	}
+	for _, svc := range services {
+		if !webhookServices[svc.GetName()] {
+			extra = append(extra, svc)
+		}
 	}
 
 	permissions, clusterPermissions, bound, err := rbac(bindings, roles, dep.GetNamespace(), sa)
@@ -227,6 +247,9 @@ func generate(objs []*unstructured.Unstructured, opts options) (map[string][]byt
 		return nil, err
 	}
 	if err := fillCSV(csv, opts, dep, permissions, clusterPermissions, almExamples); err != nil {
+		return nil, err
+	}
+	if err := setWebhookDefinitions(csv, webhookDefs); err != nil {
 		return nil, err
 	}
 	b, err := marshal(csv.Object)

@@ -226,6 +226,8 @@ func TestCSVContents(t *testing.T) {
 		t.Errorf("alm-examples = %v, want %v", kinds, wantKinds)
 	}
 
+	checkWebhookDefinitions(t, csv, files, cluster)
+
 	modes, _, _ := unstructured.NestedSlice(csv, "spec", "installModes")
 	supported := map[string]bool{}
 	for _, m := range modes {
@@ -235,6 +237,58 @@ func TestCSVContents(t *testing.T) {
 	if !slices.Equal(sortedKeys(supported), []string{"AllNamespaces", "MultiNamespace", "OwnNamespace", "SingleNamespace"}) ||
 		!supported["AllNamespaces"] || supported["OwnNamespace"] || supported["SingleNamespace"] || supported["MultiNamespace"] {
 		t.Errorf("installModes = %v, want only AllNamespaces supported", supported)
+	}
+}
+
+// checkWebhookDefinitions: admission ships as one webhookdefinition OLM can serve: the
+// Deployment's webhook port and path, every workload kind, failing open (OLM's selector reaches
+// kube-system), certificates from OLM's mount, and no rights the manager only needs to manage
+// certificates itself.
+func checkWebhookDefinitions(t *testing.T, csv map[string]any, files map[string][]byte, cluster []any) {
+	t.Helper()
+	defs, _, _ := unstructured.NestedSlice(csv, "spec", "webhookdefinitions")
+	if len(defs) != 1 {
+		t.Fatalf("webhookdefinitions = %v, want one", defs)
+	}
+	d := defs[0].(map[string]any)
+	for k, want := range map[string]any{
+		"type": "ValidatingAdmissionWebhook", "generateName": "workloads.admission.imagetrust.dev", "deploymentName": "imagetrust-controller-manager",
+		"targetPort": "webhook", "webhookPath": "/validate-imagetrust", "failurePolicy": "Ignore", "sideEffects": "NoneOnDryRun",
+	} {
+		if d[k] != want {
+			t.Errorf("webhookdefinition %s = %v, want %v", k, d[k], want)
+		}
+	}
+	if _, ok := d["namespaceSelector"]; ok {
+		t.Error("webhookdefinition carries a namespaceSelector, which OLM ignores")
+	}
+	var resources []string
+	for _, r := range d["rules"].([]any) {
+		resources = append(resources, anyStrings(r.(map[string]any)["resources"])...)
+	}
+	for _, want := range []string{"pods", "pods/ephemeralcontainers", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"} {
+		if !slices.Contains(resources, want) {
+			t.Errorf("webhookdefinition does not cover %s", want)
+		}
+	}
+	deps, _, _ := unstructured.NestedSlice(csv, "spec", "install", "spec", "deployments")
+	containers, _, _ := unstructured.NestedSlice(deps[0].(map[string]any), "spec", "template", "spec", "containers")
+	args := anyStrings(containers[0].(map[string]any)["args"])
+	for _, want := range []string{"--admission=webhook,imagepolicy", "--admission-cert-mode=files", "--admission-cert-dir=/tmp/k8s-webhook-server/serving-certs"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("bundled manager args %v lack %s", args, want)
+		}
+	}
+	if hasRule(cluster, "admissionregistration.k8s.io", "validatingwebhookconfigurations", "update") {
+		t.Error("clusterPermissions let the manager write webhook configurations; OLM injects the CA")
+	}
+	for name := range files {
+		if strings.Contains(name, "imagetrust-admission_v1_service") || strings.Contains(name, "admission-certs") {
+			t.Errorf("bundle ships %s: OLM creates the webhook Service and certificates", name)
+		}
+	}
+	if files["bundle/manifests/imagetrust-controller-manager_policy_v1_poddisruptionbudget.yaml"] == nil {
+		t.Error("bundle lacks the PodDisruptionBudget")
 	}
 }
 
@@ -347,6 +401,53 @@ func TestGenerateRejectsBrokenInput(t *testing.T) {
 			want: `the Deployment imagetrust-controller-manager runs as ServiceAccount "imagetrust-controller-manager", which the input does not define`,
 		},
 		{
+			name: "webhook with a namespace selector",
+			break_: func(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+				editWebhook(t, objs, func(wh map[string]any) { wh["namespaceSelector"] = map[string]any{} })
+				return objs
+			},
+			want: "OLM chooses the namespaceSelector",
+		},
+		{
+			name: "webhook called by URL",
+			break_: func(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+				editWebhook(t, objs, func(wh map[string]any) { wh["clientConfig"] = map[string]any{"url": "https://example.com/x"} })
+				return objs
+			},
+			want: "a URL client configuration cannot be bundled",
+		},
+		{
+			name: "webhook Service missing",
+			break_: func(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+				return slices.DeleteFunc(objs, func(u *unstructured.Unstructured) bool {
+					return u.GetKind() == "Service" && u.GetName() == "imagetrust-admission"
+				})
+			},
+			want: `calls Service "imagetrust-admission", which the input does not define`,
+		},
+		{
+			name: "webhook Service selecting other pods",
+			break_: func(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+				for _, u := range objs {
+					if u.GetKind() == "Service" && u.GetName() == "imagetrust-admission" {
+						must(t, unstructured.SetNestedStringMap(u.Object, map[string]string{"app": "other"}, "spec", "selector"))
+					}
+				}
+				return objs
+			},
+			want: "does not select the Deployment imagetrust-controller-manager's Pods",
+		},
+		{
+			name: "webhook calling a port the Service lacks",
+			break_: func(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+				editWebhook(t, objs, func(wh map[string]any) {
+					wh["clientConfig"].(map[string]any)["service"].(map[string]any)["port"] = int64(8443)
+				})
+				return objs
+			},
+			want: "Service imagetrust-admission has no port 8443",
+		},
+		{
 			name: "not a semantic version",
 			opts: func(o *options) { o.Version = "v0.1" },
 			want: `version "v0.1" is not a semantic version such as 0.1.0`,
@@ -422,4 +523,12 @@ func TestSchemaHasPath(t *testing.T) {
 			t.Errorf("schemaHasPath(%q) = %v, want ok=%v", path, err, ok)
 		}
 	}
+}
+
+func editWebhook(t *testing.T, objs []*unstructured.Unstructured, edit func(map[string]any)) {
+	t.Helper()
+	cfg := findObj(t, objs, "ValidatingWebhookConfiguration")
+	hooks, _, _ := unstructured.NestedSlice(cfg.Object, "webhooks")
+	edit(hooks[0].(map[string]any))
+	must(t, unstructured.SetNestedSlice(cfg.Object, hooks, "webhooks"))
 }

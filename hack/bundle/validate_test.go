@@ -39,7 +39,7 @@ var expectedWarnings = []*regexp.Regexp{
 	// The deprecated-API checks flag any RBAC rule on events.k8s.io/events or batch/cronjobs
 	// because their v1beta1 versions were removed in 1.25. RBAC rules carry no version; the
 	// manager uses events.k8s.io/v1 and batch/v1. Only rules (not manifests) are excused.
-	regexp.MustCompile(`removed in v1\.25\. .*Migrate the API\(s\) for (events|cronjobs): \(\[("ClusterServiceVersion\.Spec\.InstallStrategy\.StrategySpec\.(Cluster)?Permissions\[\d+\]\.Rules\[\d+\]",?)+\]\)$`),
+	regexp.MustCompile(`removed in v1\.25\. .*Migrate the API\(s\) for (events|cronjobs): \(\[("ClusterServiceVersion\.Spec\.InstallStrategy\.StrategySpec\.(Cluster)?Permissions\[\d+\]\.Rules\[\d+\]"[, ]?)+\]\)$`),
 }
 
 func validate(t *testing.T, dir string) (errs, warns []errors.Error) {
@@ -192,12 +192,14 @@ func copyDir(t *testing.T, src, dst string) {
 func TestExpectedWarningsAreNarrow(t *testing.T) {
 	const prefix = "Warning: Value imagetrust.v0.1.0: this bundle is using APIs which were deprecated and removed in v1.25. More info: https://kubernetes.io/docs/reference/using-api/deprecation-guide/#v1-25. "
 	for msg, want := range map[string]bool{
-		"Warning: Value security.imagetrust.dev/v1alpha1, Kind=ImageTrustReport: provided API should have an example annotation":                             true,
-		"Warning: Value security.imagetrust.dev/v1alpha1, Kind=RegistryScan: provided API should have an example annotation":                                 false,
-		prefix + `Migrate the API(s) for events: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[1]"])`:               true,
-		prefix + `Migrate the API(s) for cronjobs: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.Permissions[0].Rules[3]"])`:                    true,
-		prefix + `Migrate the API(s) for CronJob: (["imagetrust-cleanup"])`:                                                                                  false,
-		prefix + `Migrate the API(s) for poddisruptionbudgets: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[1]"])`: false,
+		"Warning: Value security.imagetrust.dev/v1alpha1, Kind=ImageTrustReport: provided API should have an example annotation":                                                                                                        true,
+		"Warning: Value security.imagetrust.dev/v1alpha1, Kind=RegistryScan: provided API should have an example annotation":                                                                                                            false,
+		prefix + `Migrate the API(s) for events: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[1]"])`:                                                                                          true,
+		prefix + `Migrate the API(s) for cronjobs: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.Permissions[0].Rules[3]"])`:                                                                                               true,
+		prefix + `Migrate the API(s) for events: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[2]" "ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[6]"])`: true,
+		prefix + `Migrate the API(s) for events: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[2]" "bundle/manifests/events.yaml"])`:                                                           false,
+		prefix + `Migrate the API(s) for CronJob: (["imagetrust-cleanup"])`:                                                                                                                                                             false,
+		prefix + `Migrate the API(s) for poddisruptionbudgets: (["ClusterServiceVersion.Spec.InstallStrategy.StrategySpec.ClusterPermissions[0].Rules[1]"])`:                                                                            false,
 	} {
 		got := slices.ContainsFunc(expectedWarnings, func(re *regexp.Regexp) bool { return re.MatchString(msg) })
 		if got != want {

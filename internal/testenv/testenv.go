@@ -82,7 +82,11 @@ func Scheme() *k8sruntime.Scheme {
 }
 
 // Start boots the control plane and installs the CRDs from config/crd/bases.
-func Start() (*Env, error) {
+func Start() (*Env, error) { return StartWith(nil) }
+
+// StartWith is Start with a hook that adjusts the environment before it boots, for example to
+// pass kube-apiserver flags (ControlPlane.GetAPIServer().Configure()).
+func StartWith(configure func(*envtest.Environment)) (*Env, error) {
 	assets, err := Assets()
 	if err != nil {
 		return nil, err
@@ -91,6 +95,9 @@ func Start() (*Env, error) {
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+	}
+	if configure != nil {
+		configure(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -1,0 +1,60 @@
+package admission
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// imageRef is an image reference split the way reports key images: the canonical repository
+// (as the scanner names it, e.g. index.docker.io/library/nginx), the tag and the digest.
+type imageRef struct {
+	Repository string
+	Tag        string
+	Digest     string
+}
+
+// String is repository[:tag][@digest].
+func (r imageRef) String() string {
+	s := r.Repository
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	if r.Digest != "" {
+		s += "@" + r.Digest
+	}
+	return s
+}
+
+// parseImage splits an image as a container runtime reads it: a missing registry is Docker
+// Hub, a missing tag is "latest" unless a digest is given, and "repo:tag@digest" runs the
+// digest (the tag is kept because policies may match on it).
+func parseImage(image string) (imageRef, error) {
+	if image == "" {
+		return imageRef{}, fmt.Errorf("empty image reference")
+	}
+	base, digest, hasDigest := strings.Cut(image, "@")
+	if hasDigest {
+		d, err := name.NewDigest(image)
+		if err != nil {
+			return imageRef{}, fmt.Errorf("invalid image reference %q: %w", image, err)
+		}
+		ref := imageRef{Repository: d.Context().Name(), Digest: digest}
+		if t, err := name.NewTag(base); err == nil && hasExplicitTag(base) {
+			ref.Tag = t.TagStr()
+		}
+		return ref, nil
+	}
+	t, err := name.NewTag(base)
+	if err != nil {
+		return imageRef{}, fmt.Errorf("invalid image reference %q: %w", image, err)
+	}
+	return imageRef{Repository: t.Context().Name(), Tag: t.TagStr()}, nil
+}
+
+// hasExplicitTag reports whether a reference without digest names a tag: a colon after the
+// last slash (a colon before it is a registry port).
+func hasExplicitTag(ref string) bool {
+	return strings.Contains(ref[strings.LastIndex(ref, "/")+1:], ":")
+}
