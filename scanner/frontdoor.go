@@ -13,6 +13,7 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/verify"
+	"github.com/imagetrust/imagetrust/scanner/verify/trustroot"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
@@ -54,7 +55,17 @@ type (
 	PolicyResult = policy.Result
 	// Outcome is one check's result.
 	Outcome = policy.Outcome
+	// TrustRootProvider supplies an authority's Sigstore trusted material without blocking.
+	TrustRootProvider = trustroot.Provider
+	// TrustRoots hands out one trust-root provider per source and runs the TUF ones.
+	TrustRoots = trustroot.Pool
+	// TrustRootsConfig configures TrustRoots: TUF cache, the public-good switch, load hooks.
+	TrustRootsConfig = trustroot.PoolConfig
 )
+
+// NewTrustRoots returns an empty pool of trust-root providers; it contacts nothing until
+// Start.
+func NewTrustRoots(cfg TrustRootsConfig) *TrustRoots { return trustroot.NewPool(cfg) }
 
 // Signature states and verdicts.
 const (
