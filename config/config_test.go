@@ -708,7 +708,7 @@ func TestBrokenManifestsAreRejected(t *testing.T) {
 				u.SetName("broken-no-authorities")
 				unstructured.RemoveNestedField(u.Object, "spec", "authorities")
 			},
-			want: "authorities must list at least one key or keyless identity when requireSignature is true",
+			want: "authorities must list at least one key, keyless identity or notation trust policy when requireSignature is true",
 		},
 		{
 			name: "scan with a bad regexp", obj: find(t, samples, "RegistryScan", "payments-releases"),
