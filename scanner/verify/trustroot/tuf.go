@@ -121,13 +121,16 @@ func NewTUF(cfg TUFConfig) (*TUF, error) {
 // Name implements Provider.
 func (t *TUF) Name() string { return t.cfg.Name }
 
-// MarshalJSON identifies the provider's source (mirror and initial root), not its material, so
-// configurations that name different sources fingerprint differently.
+// MarshalJSON identifies the provider's source (mirror and initial root) and whether it holds
+// material, not the material itself: configurations naming different sources fingerprint
+// differently, and so does one whose root has loaded since, so what was judged without the
+// root is judged again.
 func (t *TUF) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		TUF  string `json:"tuf"`
-		Root string `json:"root"`
-	}{t.cfg.MirrorURL, digestOf(t.cfg.InitialRoot)})
+		TUF    string `json:"tuf"`
+		Root   string `json:"root"`
+		Loaded bool   `json:"loaded"`
+	}{t.cfg.MirrorURL, digestOf(t.cfg.InitialRoot), t.held()})
 }
 
 // Material implements Provider: the held material, or an UnavailableError wrapping
