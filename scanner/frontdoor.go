@@ -45,6 +45,8 @@ type (
 	SignatureResult = verify.SignatureResult
 	// Signer identifies who made a verified signature.
 	Signer = verify.Signer
+	// SignatureFormat is the layout and envelope a signature verified in.
+	SignatureFormat = verify.SignatureFormat
 	// SignatureState is Verified, Unsigned, Invalid, Error or NotRequired.
 	SignatureState = verify.State
 	// Verdict is Trusted, Untrusted or Unknown.
@@ -76,6 +78,10 @@ const (
 	Trusted   = policy.Trusted
 	Untrusted = policy.Untrusted
 	Unknown   = policy.Unknown
+
+	FormatCosignLegacy   = verify.FormatCosignLegacy
+	FormatSigstoreBundle = verify.FormatSigstoreBundle
+	FormatNotation       = verify.FormatNotation
 )
 
 // Errors callers test with errors.Is.

@@ -27,6 +27,12 @@ const (
 	ReasonProgressingWithRetry = "ProgressingWithRetry"
 	// ReasonInvalidConfiguration: a policy cannot be enforced until a person fixes it.
 	ReasonInvalidConfiguration = "InvalidConfiguration"
+	// ReasonTrustRootPending: a trust root a policy names is still loading (TUF); the policy
+	// is re-evaluated when it loads (Stalled, Reconciling, Ready).
+	ReasonTrustRootPending = "TrustRootPending"
+	// ReasonTrustRootUnavailable: a trust root a policy names could not be loaded (TUF
+	// repository unreachable, metadata refused); loading is retried with backoff.
+	ReasonTrustRootUnavailable = "TrustRootUnavailable"
 
 	// ReasonVerified: a signature of an authority verified (SignatureVerified).
 	ReasonVerified = "Verified"
