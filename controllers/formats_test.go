@@ -163,10 +163,10 @@ var keyless = []securityv1alpha1.KeylessIdentity{{Issuer: e2eIssuer, Subject: e2
 
 // formatsCase is one image, how it was signed, the policy for it and what its report must say.
 type formatsCase struct {
-	repo   string
-	sign   func(ref name.Digest)
-	auth   securityv1alpha1.Authority
-	att    securityv1alpha1.AttestationRequirements
+	repo string
+	sign func(ref name.Digest)
+	auth securityv1alpha1.Authority
+	att  securityv1alpha1.AttestationRequirements
 	// verify says what is still wrong with the report (nil once it is as expected).
 	verify func(r *securityv1alpha1.ImageTrustReport) error
 	// negative cases must never be seen Verified, not even on the way.
