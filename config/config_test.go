@@ -657,8 +657,9 @@ func TestSamplesAreAcceptedByTheCRDs(t *testing.T) {
 		len(gate.Spec.Vulnerabilities.Ignore) != 1 || gate.Spec.Vulnerabilities.Ignore[0].Expires == nil {
 		t.Errorf("critical gate sample = %+v, want failOnSeverity Critical and one expiring exception", gate)
 	}
-	if len(policies) != 4 {
-		t.Errorf("stored %d policies, want the 4 samples", len(policies))
+	checkTrustSamples(t, policies)
+	if len(policies) != 6 {
+		t.Errorf("stored %d policies, want the 6 samples", len(policies))
 	}
 
 	scan := &securityv1alpha1.RegistryScan{}
@@ -667,6 +668,30 @@ func TestSamplesAreAcceptedByTheCRDs(t *testing.T) {
 	}
 	if f := scan.Spec.TagFilter; len(f.Include) == 0 || len(f.Exclude) == 0 || f.Semver == "" || f.Latest != 5 {
 		t.Errorf("RegistryScan sample tag filter = %+v", f)
+	}
+}
+
+// checkTrustSamples checks the samples of each trust source: the public-good TUF root for the
+// cosign key and GitHub keyless samples, a trusted_root.json ConfigMap for the private CA, and
+// a Notation trust policy.
+func checkTrustSamples(t *testing.T, policies map[string]*securityv1alpha1.ImageTrustPolicy) {
+	t.Helper()
+	for _, name := range []string{"payments-release-key", "example-org-keyless"} {
+		if p := policies[name]; p == nil || p.Spec.Authorities[0].TrustRoot == nil || p.Spec.Authorities[0].TrustRoot.TUF == nil ||
+			p.Spec.Authorities[0].TrustRoot.TUF.Mirror != "" {
+			t.Errorf("sample %s does not name the public-good TUF root", name)
+		}
+	}
+	private := policies["internal-ci-keyless"]
+	if private == nil || private.Spec.Authorities[0].Keyless == nil || private.Spec.Authorities[0].Keyless.Roots != "" ||
+		private.Spec.Authorities[0].TrustRoot == nil || private.Spec.Authorities[0].TrustRoot.TrustedRoot == nil ||
+		private.Spec.Authorities[0].TrustRoot.TrustedRoot.ConfigMapRef == nil {
+		t.Errorf("private-CA keyless sample = %+v, want a trusted_root.json ConfigMap and no pasted roots", private)
+	}
+	notary := policies["wabbit-networks-notation"]
+	if notary == nil || notary.Spec.Authorities[0].Notation == nil || notary.Spec.Authorities[0].Notation.TrustStore == nil ||
+		len(notary.Spec.Authorities[0].Notation.TrustedIdentities) != 1 || notary.Spec.Authorities[0].Notation.Level != securityv1alpha1.NotationStrict {
+		t.Errorf("notation sample = %+v", notary)
 	}
 }
 
