@@ -48,6 +48,8 @@ type RegistryScanReconciler struct {
 	Scheduler *Scheduler
 	// Kick receives an event when a scan's schedule comes due.
 	Kick chan event.GenericEvent
+	// OnTag, when set, is told the manifest digest each resolved tag points at.
+	OnTag func(repository, tag, digest string)
 }
 
 // scanObservation is what a reconcile saw; the conditions are derived from it.
@@ -295,6 +297,7 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 				for _, im := range imgs {
 					images = append(images, ScanImage{Image: im, Tags: []string{j.tag}})
 				}
+				r.observeTag(j.repo, j.tag, imgs)
 			}
 		}()
 	}
@@ -313,6 +316,18 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 		return images[i].Tags[0] < images[j].Tags[0]
 	})
 	return images, len(jobs), skipped, nil
+}
+
+// observeTag tells OnTag the manifest digest a tag resolved to: the index's when it names one.
+func (r *RegistryScanReconciler) observeTag(repo, tag string, imgs []scanner.Image) {
+	if r.OnTag == nil || len(imgs) == 0 {
+		return
+	}
+	d := imgs[0].Digest
+	if imgs[0].IndexDigest != "" {
+		d = imgs[0].IndexDigest
+	}
+	r.OnTag(imgs[0].Repository, tag, d)
 }
 
 // classifyRegistryError turns refusals a person must fix into stalling errors; everything else

@@ -94,6 +94,13 @@ type Options struct {
 	Events eventSink
 	// SkipNameValidation allows several managers with these controllers in one process (tests).
 	SkipNameValidation bool
+	// OnTag, when set, is told the manifest digest (an index's for multi-arch) each tag a
+	// RegistryScan resolved points at: admission's tag cache.
+	OnTag func(repository, tag, digest string)
+	// ServeAdmission makes readiness independent of the vulnerability DB: admission answers from
+	// reports (which say Unknown while no DB is loaded), and a replica that is not ready does not
+	// answer at all.
+	ServeAdmission bool
 	// fifo gives all work the same priority: the baseline of the queue benchmark.
 	fifo bool
 }
@@ -157,7 +164,9 @@ func CacheOptions() cache.Options {
 
 // Controllers are the pieces Setup wired, for the manager command and tests.
 type Controllers struct {
-	Engine        *Engine
+	Engine *Engine
+	// Admission queues images admission found no verdict for and resolves tags for it.
+	Admission     *Admission
 	Scheduler     *Scheduler
 	RegistryScans *RegistryScanReconciler
 	Policies      *PolicyReconciler
@@ -187,6 +196,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 		clock: opts.Clock, maxFindings: opts.MaxFindings, refresh: opts.StatusRefreshInterval, written: map[reportKey]string{}}
 	engine := newEngine(writer, opts, sched, pool, log.WithName("engine"))
 	ctrls := &Controllers{Engine: engine, Scheduler: sched, db: newDBRunner(opts.DB, opts.DBSource, engine, sched, opts.Clock, log.WithName("vulndb"))}
+	ctrls.Admission = newAdmission(mgr.GetClient(), mgr.GetAPIReader(), pool)
 	nss, err := ctrls.addReconcilers(mgr, opts, pool)
 	if err != nil {
 		return nil, err
@@ -209,12 +219,15 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 			if engine.demand.wantedIn(k) {
 				engine.enqueue(priorityDemand, k.image())
 			}
+		}, func(r admissionRequest, at time.Time) {
+			// reading the pull secrets is an API call: not in the informer's handler
+			go engine.setRequest(ctx, r, at, mgr.GetAPIReader())
 		})
 	}
 	if err := ctrls.addRunnables(mgr); err != nil {
 		return nil, err
 	}
-	return ctrls, addHealthChecks(mgr, opts.DB)
+	return ctrls, addHealthChecks(mgr, opts)
 }
 
 // observed chains the registry metrics hook before the caller's Observe.
@@ -250,7 +263,7 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 		return nil, err
 	}
 	c.RegistryScans = &RegistryScanReconciler{Client: cl, APIReader: reader, Engine: engine, Pool: pool,
-		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64)}
+		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64), OnTag: opts.OnTag}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("registryscan").
 		For(&securityv1alpha1.RegistryScan{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToScans(cl))).
@@ -272,7 +285,7 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 
 // addRunnables adds the scheduler, the Engine, the DB runner and the GC to the manager.
 func (c *Controllers) addRunnables(mgr manager.Manager) error {
-	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db} {
+	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db, c.Admission} {
 		if err := mgr.Add(r); err != nil {
 			return err
 		}
@@ -284,27 +297,34 @@ func (c *Controllers) addRunnables(mgr manager.Manager) error {
 	}))
 }
 
-// addHealthChecks makes the manager ready once the DB is loaded and the caches synced.
-func addHealthChecks(mgr manager.Manager, db *scanner.DB) error {
+// addHealthChecks makes the manager ready once the caches synced and, unless it serves
+// admission, the DB is loaded.
+func addHealthChecks(mgr manager.Manager, opts Options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("vulndb", func(*http.Request) error {
-		if st := db.Status(); !st.Loaded() {
-			if st.Err != "" {
-				return fmt.Errorf("vulnerability DB not loaded: %s", st.Err)
-			}
-			return errors.New("vulnerability DB not loaded")
+	if !opts.ServeAdmission {
+		if err := addDBReadiness(mgr, opts.DB); err != nil {
+			return err
 		}
-		return nil
-	}); err != nil {
-		return err
 	}
 	return mgr.AddReadyzCheck("caches", func(req *http.Request) error {
 		c, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if !mgr.GetCache().WaitForCacheSync(c) {
 			return errors.New("informer caches not synced")
+		}
+		return nil
+	})
+}
+
+func addDBReadiness(mgr manager.Manager, db *scanner.DB) error {
+	return mgr.AddReadyzCheck("vulndb", func(*http.Request) error {
+		if st := db.Status(); !st.Loaded() {
+			if st.Err != "" {
+				return fmt.Errorf("vulnerability DB not loaded: %s", st.Err)
+			}
+			return errors.New("vulnerability DB not loaded")
 		}
 		return nil
 	})

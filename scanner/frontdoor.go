@@ -3,9 +3,11 @@ package scanner
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 	"github.com/imagetrust/imagetrust/scanner/policy"
@@ -175,4 +177,18 @@ func RepositoryOf(ref string) (string, error) {
 		return "", err
 	}
 	return r.Context().Name(), nil
+}
+
+// Digest returns the manifest digest a reference points at now — an image index's for a
+// multi-arch tag — with one HEAD through the registry client.
+func (s *Scanner) Digest(ctx context.Context, ref string) (string, error) {
+	r, err := name.ParseReference(ref, s.cfg.Registry.NameOptions(ref)...)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", ref, err)
+	}
+	desc, err := remote.Head(r, s.cfg.Registry.RemoteOptions(ctx)...)
+	if err != nil {
+		return "", redactErr(fmt.Errorf("HEAD %s: %w", ref, err))
+	}
+	return desc.Digest.String(), nil
 }

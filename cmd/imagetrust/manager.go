@@ -205,7 +205,9 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		rc := registry.New(regOpts)
 		dbSource.OCIRemoteOptions = rc.RemoteOptions(ctx)
 	}
-	_, err = controllers.Setup(ctx, mgr, controllers.Options{
+	// admission's tag cache, fed by RegistryScans; set once admission is wired, before Start
+	var tags *admission.TagCache
+	ctrls, err := controllers.Setup(ctx, mgr, controllers.Options{
 		Concurrency:           f.concurrency,
 		MaxFindings:           f.maxFindings,
 		ReportGracePeriod:     f.reportGrace,
@@ -216,6 +218,8 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		DB:                    db,
 		DBSource:              dbSource,
 		Cache:                 cache,
+		ServeAdmission:        f.admission.Enabled(),
+		OnTag:                 func(repo, tag, digest string) { tags.Observe(repo, tag, digest) },
 	})
 	if err != nil {
 		return err
@@ -225,10 +229,14 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		if err != nil {
 			return err
 		}
-		opts.Resolver = &admission.RegistryResolver{Registry: registry.New(regOpts), Secrets: mgr.GetAPIReader()}
-		if _, err := admission.Setup(mgr, opts); err != nil {
+		// never-assessed images reach the leader's Engine, and tags resolve through its
+		// registry clients and limits
+		opts.Assessor, opts.Resolver = ctrls.Admission, ctrls.Admission
+		adm, err := admission.Setup(mgr, opts)
+		if err != nil {
 			return err
 		}
+		tags = adm.Tags
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "concurrency", f.concurrency, "dbDir", dbDir, "cacheDir", f.cacheDir)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
