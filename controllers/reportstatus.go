@@ -57,8 +57,8 @@ type reportInput struct {
 	// metadata.generation, which each per-policy verdict records for admission.
 	policies    []scanner.Policy
 	generations map[string]int64
-	now       time.Time
-	scannedAt time.Time
+	now         time.Time
+	scannedAt   time.Time
 	// dbWait and problems are the assessment's typed errors (see assessment).
 	dbWait, problems error
 }

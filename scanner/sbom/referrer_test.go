@@ -423,7 +423,6 @@ func TestReferrerErrorsCarryNoSecrets(t *testing.T) {
 	}
 }
 
-
 // An OCI 1.1 artifact (empty config, artifactType in the manifest, as oras attach writes it)
 // listed by a registry that reports the config media type must still be found.
 func TestReferrerOCIArtifactWithEmptyConfig(t *testing.T) {
