@@ -20,7 +20,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
@@ -81,7 +80,6 @@ type Config struct {
 // Scanner runs the pipeline. It is safe for concurrent use.
 type Scanner struct {
 	cfg       Config
-	verifier  *verify.Verifier
 	generator sbom.Source
 
 	metaMu sync.Mutex
@@ -104,13 +102,9 @@ func New(cfg Config) (*Scanner, error) {
 		cfg.Now = time.Now
 	}
 	s := &Scanner{cfg: cfg, meta: map[string]imageMeta{}}
-	s.verifier = &verify.Verifier{RegistryOptions: cfg.Registry.RemoteOptions(context.Background())}
 	s.generator = cfg.Generator
 	if s.generator == nil {
-		s.generator = &hostGenerator{
-			base:     sbom.Generator{Registry: GeneratorRegistryOptions(cfg.Registry.Options())},
-			insecure: cfg.Registry.IsInsecure,
-		}
+		s.generator = &sbom.Generator{Images: cfg.Registry}
 	}
 	return s, nil
 }
@@ -225,8 +219,8 @@ func (s *Scanner) Verify(ctx context.Context, img Image, pols []Policy) Verifica
 		v.Provenance.Reason = "no authorities to verify provenance with"
 		v.attestationsReason = "no authorities to verify attestations with"
 	} else {
-		v.Signature = s.verifier.VerifySignatures(ctx, ref, auths)
-		att := s.verifier.VerifyAttestations(ctx, ref, auths)
+		v.Signature = s.verifier(ctx).VerifySignatures(ctx, ref, auths)
+		att := s.verifier(ctx).VerifyAttestations(ctx, ref, auths)
 		v.Provenance, v.attestedSBOM, v.attestationsReason = s.readAttestations(img, att)
 	}
 	v.Base = s.verifyBase(ctx, ref, auths)
@@ -331,12 +325,13 @@ func (s *Scanner) sources(pols []Policy, v Verification) sbom.Chain {
 		case SourceReferrer:
 			chain.Sources = append(chain.Sources, &sbom.ReferrerSource{
 				RemoteOptions: s.cfg.Registry.RemoteOptions(context.Background()),
+				Lister:        s.cfg.Registry.Referrers,
 				AllowUnsigned: allowUnsigned,
 				Trust: func(ctx context.Context, artifact name.Digest) error {
 					if len(auths) == 0 {
 						return errors.New("no authorities to verify the referrer's signature with")
 					}
-					r := s.verifier.VerifyDigestSignature(ctx, artifact, auths)
+					r := s.verifier(ctx).VerifyDigestSignature(ctx, artifact, auths)
 					if r.State != verify.Verified {
 						return fmt.Errorf("signature %s: %s", strings.ToLower(string(r.State)), r.Reason)
 					}
@@ -580,7 +575,8 @@ func joinReason(a, b string) string {
 	return a + "; " + b
 }
 
-// remoteOptions returns the registry options with ctx.
-func (s *Scanner) remoteOptions(ctx context.Context) []remote.Option {
-	return s.cfg.Registry.RemoteOptions(ctx)
+// verifier is a Verifier over the registry client's current options, built per call so that
+// the connections it reuses are the client's current ones (renewed every few minutes).
+func (s *Scanner) verifier(ctx context.Context) *verify.Verifier {
+	return &verify.Verifier{RegistryOptions: s.cfg.Registry.RemoteOptions(ctx)}
 }

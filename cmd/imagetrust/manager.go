@@ -148,7 +148,18 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	if dbDir == "" {
 		dbDir = filepath.Join(f.cacheDir, "vulndb")
 	}
-	db, err := vulndb.New(vulndb.Config{Dir: dbDir, ListingURL: f.dbUpdateURL, MaxAge: f.dbMaxAge, ValidateChecksum: true})
+	regOpts := registry.Options{
+		RequestsPerSecond:        f.registryQPS,
+		MaxConcurrentPerRegistry: f.registryConcurrency,
+		Insecure:                 f.insecure,
+		// every client (one per set of credentials, and the DB's) spends one budget per registry
+		Shared: registry.NewShared(),
+	}
+	dbOpts := regOpts
+	dbOpts.Observe = controllers.ObserveRegistryRequest // the scanners' clients get it from Setup
+	dbRegistry := registry.New(dbOpts)
+	db, err := vulndb.New(vulndb.Config{Dir: dbDir, ListingURL: f.dbUpdateURL, MaxAge: f.dbMaxAge, ValidateChecksum: true,
+		OCINameOptions: dbRegistry.NameOptions})
 	if err != nil {
 		return err
 	}
@@ -178,11 +189,6 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	if err != nil {
 		return err
 	}
-	regOpts := registry.Options{
-		RequestsPerSecond:        f.registryQPS,
-		MaxConcurrentPerRegistry: f.registryConcurrency,
-		Insecure:                 f.insecure,
-	}
 	dbSource := controllers.DBOptions{
 		Archive:             f.dbArchive,
 		ArchivePollInterval: f.dbArchivePoll,
@@ -192,8 +198,7 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		FullRematchInterval: f.fullRematch,
 	}
 	if f.dbOCIRef != "" {
-		rc := registry.New(regOpts)
-		dbSource.OCIRemoteOptions = rc.RemoteOptions(ctx)
+		dbSource.OCIRemoteOptions = dbRegistry.RemoteOptions(ctx)
 	}
 	_, err = controllers.Setup(ctx, mgr, controllers.Options{
 		Concurrency:           f.concurrency,
