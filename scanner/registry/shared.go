@@ -2,11 +2,15 @@ package registry
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // hostFactTTL bounds how long what a registry host told us about itself (its answer to the
@@ -25,6 +29,8 @@ const maxPingBody = 4 << 10
 // repeated probes. Clients sharing it should use the same limits: the first Client to reach a
 // host sets that host's rate and concurrency. The zero value is not usable; call NewShared.
 type Shared struct {
+	pingFlight singleflight.Group // concurrent pings of one host share one request
+
 	mu        sync.Mutex
 	limiters  map[string]*hostLimiter
 	pings     map[string]pingAnswer // by scheme://host:port
@@ -78,15 +84,53 @@ func isPing(req *http.Request) bool {
 		req.URL.RawQuery == "" && req.Header.Get("Authorization") == ""
 }
 
-// replayPing answers a ping from memory when the host answered one within hostFactTTL.
-func (s *Shared) replayPing(req *http.Request) (*http.Response, bool) {
-	key := req.URL.Scheme + "://" + hostPort(req.URL)
+func pingKey(req *http.Request) string { return req.URL.Scheme + "://" + hostPort(req.URL) }
+
+// ping answers a ping from memory when the host answered one within hostFactTTL, else sends
+// it with send, once for all concurrent callers, and remembers an answer a client acts on
+// (200: no auth needed; 401: the challenge).
+func (s *Shared) ping(req *http.Request, send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+	key := pingKey(req)
 	s.mu.Lock()
 	a, ok := s.pings[key]
 	s.mu.Unlock()
-	if !ok || s.now().Sub(a.at) > hostFactTTL {
-		return nil, false
+	if ok && s.now().Sub(a.at) <= hostFactTTL {
+		return a.response(req), nil
 	}
+	v, err, joined := s.pingFlight.Do(key, func() (any, error) {
+		resp, err := send(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxPingBody+1))
+		if err != nil {
+			return nil, err
+		}
+		a := pingAnswer{status: resp.StatusCode, header: resp.Header.Clone(), body: body, at: s.now()}
+		if (a.status == http.StatusOK || a.status == http.StatusUnauthorized) && len(body) <= maxPingBody {
+			s.mu.Lock()
+			if len(s.pings) > 10_000 { // a bound, not a policy: entries are tiny and refetchable
+				clear(s.pings)
+			}
+			s.pings[key] = a
+			s.mu.Unlock()
+		}
+		return a, nil
+	})
+	if err != nil && joined && req.Context().Err() == nil &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// the request joined was given up by its own caller, not by this one
+		return send(req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.(pingAnswer).response(req), nil
+}
+
+// response replays the answer as a fresh response to req.
+func (a pingAnswer) response(req *http.Request) *http.Response {
 	return &http.Response{
 		Status:        http.StatusText(a.status),
 		StatusCode:    a.status,
@@ -97,28 +141,7 @@ func (s *Shared) replayPing(req *http.Request) (*http.Response, bool) {
 		Body:          io.NopCloser(bytes.NewReader(a.body)),
 		ContentLength: int64(len(a.body)),
 		Request:       req,
-	}, true
-}
-
-// rememberPing keeps a ping's answer when it is one a client acts on (200: no auth needed;
-// 401: the challenge) and hands back a response whose body reads from memory.
-func (s *Shared) rememberPing(req *http.Request, resp *http.Response) *http.Response {
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
-		return resp
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPingBody+1))
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if err != nil || len(body) > maxPingBody {
-		return resp
-	}
-	s.mu.Lock()
-	if len(s.pings) > 10_000 { // a bound, not a policy: entries are tiny and refetchable
-		clear(s.pings)
-	}
-	s.pings[req.URL.Scheme+"://"+hostPort(req.URL)] = pingAnswer{status: resp.StatusCode, header: resp.Header.Clone(), body: body, at: s.now()}
-	s.mu.Unlock()
-	return resp
 }
 
 // markPlainHTTP records that hp answered a TLS handshake with plain HTTP.

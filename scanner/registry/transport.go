@@ -147,21 +147,15 @@ func replayable(req *http.Request) bool {
 // https/http probe), neither of which takes a token or reaches Observe.
 func (t *limitingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := t.c
-	ping := isPing(req)
-	if ping {
-		if resp, ok := c.shared.replayPing(req); ok {
-			return resp, nil
-		}
-	}
 	if req.URL.Scheme == "https" && c.shared.speaksPlainHTTP(hostPort(req.URL)) {
 		return nil, fmt.Errorf("https://%s: %w", req.URL.Host, errPlainHTTP)
+	}
+	if isPing(req) {
+		return c.shared.ping(req, t.send)
 	}
 	resp, err := t.send(req)
 	if err != nil {
 		return nil, err
-	}
-	if ping {
-		resp = c.shared.rememberPing(req, resp)
 	}
 	if req.Method == http.MethodGet && referrersPath(req.URL.Path) && noReferrersAPI(resp) {
 		c.shared.markNoReferrersAPI(hostKey(req.URL))
