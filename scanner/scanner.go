@@ -565,16 +565,6 @@ func TopFindings(findings []vulndb.Finding, n int) []vulndb.Finding {
 	return out
 }
 
-func joinReason(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
-}
-
 // verifier is a Verifier over the registry client's current options, built per call so that
 // the connections it reuses are the client's current ones (renewed every few minutes).
 func (s *Scanner) verifier(ctx context.Context) *verify.Verifier {

@@ -1,9 +1,12 @@
 // Package registry is the one registry client the scanner uses: every request to a container
-// registry (manifest HEADs, tag listing, cosign's signature fetches, syft's layer pulls) goes
-// through a single transport that bounds concurrency and request rate per registry host, retries
-// transient failures with backoff (honouring Retry-After), and reports every attempt to a metrics
-// hook. It is built on go-containerregistry; RemoteOptions hands the same transport and
-// credentials to other ggcr-based libraries.
+// registry (tag listing, manifests and configs, cosign's signature fetches, referrers, Syft's
+// layer pulls, the air-gapped DB pull) goes through a single transport that bounds concurrency
+// and request rate per registry host, retries transient failures with backoff (honouring
+// Retry-After), and reports every attempt to a metrics hook. It is built on
+// go-containerregistry; RemoteOptions hands the same transport, credentials and connections to
+// other ggcr-based libraries, Image hands Syft an image read through it, and what a registry
+// said once (its ping answer, a digest's manifest and config, a subject's referrers for a few
+// seconds) is not asked again.
 package registry
 
 import (
@@ -12,8 +15,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -69,7 +74,9 @@ type Options struct {
 	Timeout time.Duration
 	// Observe, if set, is called once per attempt (including retried ones) with the registry
 	// host, the HTTP method, the status code (0 when no response arrived) and the time to the
-	// response headers. It must be fast and safe for concurrent use.
+	// response headers. It must be fast and safe for concurrent use. Not reported: the https
+	// half of the scheme probe to a plain-HTTP port of a host clients may reach over HTTP (an
+	// expected failure, sent once per hostFactTTL), and answers served from memory (pings).
 	Observe func(host string, method string, code int, dur time.Duration)
 	// UserAgent is sent on every request (ggcr appends its own version).
 	UserAgent string
@@ -145,10 +152,13 @@ type Client struct {
 	puller   *remote.Puller
 	pullerAt time.Time
 
-	content   *contentMemo  // manifests and configs by repository@digest: immutable
-	tags      *seenTags     // repository:tag resolved before, so HEAD can tell whether it moved
+	id        uint64        // scopes this Client's entries in the shared content memory
 	referrers *referrerMemo // referrers listings by subject, for ReferrersTTL
 }
+
+// clientIDs numbers Clients, so content one Client fetched with its credentials is never
+// served to another Client (other credentials) from the memory they share.
+var clientIDs atomic.Uint64
 
 // New builds a Client; see Options for the defaults.
 func New(opts Options) *Client {
@@ -157,8 +167,7 @@ func New(opts Options) *Client {
 		opts:      opts,
 		insecure:  map[string]bool{},
 		shared:    opts.Shared,
-		content:   newContentMemo(maxMemoEntryBytes, maxMemoBytes),
-		tags:      newSeenTags(maxSeenTags),
+		id:        clientIDs.Add(1),
 		referrers: newReferrerMemo(opts.ReferrersTTL),
 	}
 	for _, h := range opts.Insecure {
@@ -198,6 +207,11 @@ func (c *Client) isInsecure(host string) bool {
 		return c.insecure[host[:i]]
 	}
 	return false
+}
+
+// contentKey names a repository@digest in the shared content memory, for this Client only.
+func (c *Client) contentKey(ref name.Digest) string {
+	return strconv.FormatUint(c.id, 10) + "|" + ref.String()
 }
 
 // mayFallBackToHTTP reports whether clients try plain HTTP after https for host: hosts listed

@@ -56,12 +56,37 @@ func (c *Client) image(ctx context.Context, ref name.Digest) (v1.Image, error) {
 	return partial.CompressedToImage(&memoImage{c: c, ctx: ctx, repo: ref.Context(), raw: raw, mt: mt, mf: mf})
 }
 
+// Manifest returns the manifest at ref, whatever its type (image, index, signature, Sigstore
+// bundle, SBOM artifact), with its descriptor: from memory when this Client fetched that
+// repository's digest before (Resolve, Image, Manifest), else with one GET whose content is
+// verified against the digest. Manifests are immutable, so reading a signature's or bundle's
+// manifest again on a re-verification costs nothing. Errors are sanitised.
+func (c *Client) Manifest(ctx context.Context, ref name.Digest) ([]byte, v1.Descriptor, error) {
+	raw, desc, err := c.manifest(ctx, ref)
+	if err != nil {
+		return nil, v1.Descriptor{}, redact.Error(fmt.Errorf("manifest %s: %w", ref, err))
+	}
+	return raw, desc, nil
+}
+
+// Blob returns a small blob of repo that d describes (a Sigstore bundle, a DSSE envelope, an
+// image config): from memory when this Client read it before, else with one GET verified
+// against d's digest and size. Blobs over 32 MiB are refused: read layers through Image.
+// Errors are sanitised.
+func (c *Client) Blob(ctx context.Context, repo name.Repository, d v1.Descriptor) ([]byte, error) {
+	data, err := c.blob(ctx, repo, d)
+	if err != nil {
+		return nil, redact.Error(fmt.Errorf("blob %s@%s: %w", repo, d.Digest, err))
+	}
+	return data, nil
+}
+
 // manifest returns the manifest ref names and its descriptor (digest computed from the bytes),
 // from memory when this repository's digest was fetched before, else with one GET, which is
 // then remembered under the repository and the digest.
 func (c *Client) manifest(ctx context.Context, ref name.Reference) ([]byte, v1.Descriptor, error) {
 	if d, ok := ref.(name.Digest); ok {
-		if mt, raw, ok := c.content.get(d.String()); ok {
+		if mt, raw, ok := c.shared.content.get(c.contentKey(d)); ok {
 			h, size, err := v1.SHA256(bytes.NewReader(raw))
 			return raw, v1.Descriptor{MediaType: mt, Digest: h, Size: size}, err
 		}
@@ -75,14 +100,14 @@ func (c *Client) manifest(ctx context.Context, ref name.Reference) ([]byte, v1.D
 		return nil, v1.Descriptor{}, err
 	}
 	desc := got.Descriptor
-	c.content.put(ref.Context().Digest(desc.Digest.String()).String(), desc.MediaType, got.Manifest)
+	c.shared.content.put(c.contentKey(ref.Context().Digest(desc.Digest.String())), desc.MediaType, got.Manifest)
 	return got.Manifest, desc, nil
 }
 
-// blob returns a small blob (an image config) of repo from memory or with one verified GET.
+// blob returns a small blob of repo from memory or with one GET verified by digest and size.
 func (c *Client) blob(ctx context.Context, repo name.Repository, d v1.Descriptor) ([]byte, error) {
-	key := repo.Digest(d.Digest.String()).String()
-	if _, data, ok := c.content.get(key); ok {
+	key := c.contentKey(repo.Digest(d.Digest.String()))
+	if _, data, ok := c.shared.content.get(key); ok {
 		return data, nil
 	}
 	if d.Size > maxConfigBytes {
@@ -105,7 +130,7 @@ func (c *Client) blob(ctx context.Context, repo name.Repository, d v1.Descriptor
 	if err != nil {
 		return nil, err
 	}
-	c.content.put(key, "", data)
+	c.shared.content.put(key, "", data)
 	return data, nil
 }
 

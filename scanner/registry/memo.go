@@ -7,17 +7,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Bounds of the Client's memories. Manifests and configs are a few KiB each, so the content
-// memo holds thousands of images' worth; anything larger is simply fetched again.
+// Bounds of the memories a Shared keeps for its Clients. Manifests and configs are a few KiB
+// each, so the content memo holds thousands of images' worth; anything larger is simply
+// fetched again.
 const (
 	maxMemoEntryBytes = 1 << 20
 	maxMemoBytes      = 64 << 20
 	maxSeenTags       = 100_000
 )
 
-// contentMemo keeps immutable registry content (manifests and configs, keyed by
-// repository@digest) in least-recently-used order within a byte budget. Keys include the
-// repository so an answer never vouches for a digest in a repository that was not asked.
+// contentMemo keeps immutable registry content (manifests and configs) in least-recently-used
+// order within a byte budget. Keys name the Client and the repository@digest, so an answer
+// never vouches for a digest in a repository that was not asked, nor reaches other credentials.
 type contentMemo struct {
 	mu       sync.Mutex
 	maxEntry int

@@ -4,6 +4,7 @@ package registry_test
 // attempt observed, manifests and configs fetched once, one referrers listing per subject.
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -351,5 +352,80 @@ func assertCounts(t *testing.T, what string, got, want registrytest.Counts) {
 	got.Total, want.Total = 0, 0
 	if got != want {
 		t.Errorf("%s: requests %+v, want %+v", what, got, want)
+	}
+}
+
+// TestSharedStateNeverCrossesCredentials: two clients share per-host state, one with the
+// private registry's credentials and one without. What the first fetched is never served to
+// the second: it asks the registry, which refuses it.
+func TestSharedStateNeverCrossesCredentials(t *testing.T) {
+	reg := registrytest.New(t, registrytest.WithBasicAuth("robot", "s3cret-pw"))
+	pushImage(t, reg, "private:1")
+	shared := registry.NewShared()
+	withCreds := newClient(t, reg, func(o *registry.Options) { o.Shared = shared })
+	anonymous := newClient(t, reg, func(o *registry.Options) { o.Shared, o.Keychain = shared, nil })
+	got, err := withCreds.Resolve(ctxT(t), reg.Repo("private:1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := withCreds.Image(ctxT(t), got[0].Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.ConfigFile(); err != nil {
+		t.Fatal(err)
+	}
+	reg.Reset()
+	if _, err := anonymous.Resolve(ctxT(t), got[0].Ref.String(), nil); !registry.IsUnauthorized(err) {
+		t.Errorf("anonymous Resolve of a digest the other client fetched = %v, want the registry's refusal", err)
+	}
+	if _, err := anonymous.Image(ctxT(t), got[0].Ref); !registry.IsUnauthorized(err) {
+		t.Errorf("anonymous Image of a digest the other client fetched = %v, want the registry's refusal", err)
+	}
+	if n := reg.Counts().Manifests.GET; n < 2 {
+		t.Errorf("manifest GETs by the anonymous client = %d, want each answered by the registry", n)
+	}
+}
+
+// TestManifestAndBlobOfArtifactsAreReadOnce: the verify layer reads referrers (bundles,
+// signatures) with Manifest and Blob; immutable by digest, they cost one GET each however often
+// they are re-verified, and a blob whose content does not match its descriptor is refused.
+func TestManifestAndBlobOfArtifactsAreReadOnce(t *testing.T) {
+	reg := registrytest.New(t)
+	bundle := []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`)
+	art, err := mutate.Append(empty.Image, mutate.Addendum{Layer: static.NewLayer(bundle, "application/vnd.dev.sigstore.bundle.v0.3+json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	art = mutate.ConfigMediaType(mutate.MediaType(art, types.OCIManifestSchema1), types.OCIEmptyJSON)
+	d, err := reg.Push(ctxT(t), "app:bundle", art)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, reg, nil)
+	reg.Reset()
+	var layer v1.Descriptor
+	for range 3 {
+		raw, desc, err := c.Manifest(ctxT(t), d)
+		if err != nil || desc.Digest.String() != d.DigestStr() {
+			t.Fatalf("Manifest = %s %+v %v", raw, desc, err)
+		}
+		mf, err := v1.ParseManifest(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer = mf.Layers[0]
+		got, err := c.Blob(ctxT(t), d.Context(), layer)
+		if err != nil || string(got) != string(bundle) {
+			t.Fatalf("Blob = %q, %v", got, err)
+		}
+	}
+	if m, b := reg.Counts().Manifests, reg.Counts().Blobs; m.GET != 1 || b.GET != 1 {
+		t.Errorf("three reads cost manifests %+v, blobs %+v; want one GET each", m, b)
+	}
+	short := layer
+	short.Size--
+	if _, err := newClient(t, reg, nil).Blob(ctxT(t), d.Context(), short); err == nil {
+		t.Error("a blob longer than its descriptor says was accepted")
 	}
 }

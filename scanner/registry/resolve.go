@@ -110,10 +110,10 @@ func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platf
 // by the digest the HEAD reported, so a tag moving in between cannot mix two manifests.
 func (c *Client) lookup(ctx context.Context, ref name.Reference) ([]byte, v1.Descriptor, error) {
 	t, isTag := ref.(name.Tag)
-	if !isTag || !c.tags.has(t.String()) {
+	if !isTag || !c.shared.tags.has(t.String()) {
 		raw, desc, err := c.manifest(ctx, ref)
 		if err == nil && isTag {
-			c.tags.add(t.String())
+			c.shared.tags.add(t.String())
 		}
 		return raw, desc, err
 	}

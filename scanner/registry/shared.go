@@ -27,9 +27,14 @@ const maxPingBody = 4 << 10
 // and which registries lack the referrers API. Give one Shared to all the Clients of a process
 // (one per set of credentials) so that a registry sees one budget, one ping per TTL and no
 // repeated probes. Clients sharing it should use the same limits: the first Client to reach a
-// host sets that host's rate and concurrency. The zero value is not usable; call NewShared.
+// host sets that host's rate and concurrency. It also bounds, for all of them together, the
+// memory of immutable content (manifests and configs, kept apart per Client so one set of
+// credentials never reads what another fetched) and of tags seen before. The zero value is
+// not usable; call NewShared.
 type Shared struct {
 	pingFlight singleflight.Group // concurrent pings of one host share one request
+	content    *contentMemo       // manifests and configs, keyed per Client (credentials)
+	tags       *seenTags          // tags resolved before by any Client: HEAD, not GET, next time
 
 	mu        sync.Mutex
 	limiters  map[string]*hostLimiter
@@ -42,6 +47,8 @@ type Shared struct {
 // NewShared returns an empty Shared.
 func NewShared() *Shared {
 	return &Shared{
+		content:   newContentMemo(maxMemoEntryBytes, maxMemoBytes),
+		tags:      newSeenTags(maxSeenTags),
 		limiters:  map[string]*hostLimiter{},
 		pings:     map[string]pingAnswer{},
 		plain:     map[string]time.Time{},
