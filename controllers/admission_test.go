@@ -1,12 +1,19 @@
 package controllers
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/scanner"
 	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
 )
 
@@ -68,4 +75,43 @@ func TestAdmissionRequestIsAssessedInItsNamespace(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A tag in a private registry resolves with the Pod's pull secrets, in the Pod's namespace only,
+// and a refusal never echoes the credential.
+func TestAdmissionResolvesWithPullSecrets(t *testing.T) {
+	startEnv(t)
+	ctx := context.Background()
+	priv := registrytest.New(t, registrytest.WithBasicAuth("puller", "s3cret-pass"))
+	d, err := priv.Push(ctx, priv.Repo("team/app:v1"), registrytest.AlpineImage(alpinePkgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("pull-secrets-%d", time.Now().UnixNano())
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("puller:s3cret-pass"))
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "regcred"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + priv.Host() + `":{"auth":"` + auth + `"}}}`)}}
+	if err := env.Client.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	pool := newScannerPool(scanner.RegistryOptions{Insecure: []string{priv.Host()}, RequestsPerSecond: -1}, nil, nil, 50, time.Now)
+	a := newAdmission(env.Client, env.Client, pool)
+	got, err := a.Resolve(ctx, ns, priv.Repo("team/app:v1"), []string{"missing", "regcred"})
+	if err != nil || got != d.DigestStr() {
+		t.Fatalf("with the pull secret: %q, %v; want %s", got, err, d.DigestStr())
+	}
+	_, err = a.Resolve(ctx, ns, priv.Repo("team/app:v1"), nil)
+	if err == nil {
+		t.Fatal("resolved a private tag without credentials")
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), auth) {
+		t.Errorf("error leaks the credential: %v", err)
+	}
+	// in another namespace the Secret is not there: the kubelet would not have it either
+	if _, err := a.Resolve(ctx, "default", priv.Repo("team/app:v1"), []string{"regcred"}); err == nil {
+		t.Error("used a pull secret of another namespace")
+	}
 }

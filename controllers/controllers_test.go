@@ -124,11 +124,11 @@ func TestPodsBecomeReports(t *testing.T) {
 	h.runPod("open", "adhoc", nil, ctr{name: "app", image: appSpec, imageID: appID})
 	appOpen := h.waitReport("open", app.DigestStr(), isReady)
 	h.waitIdle()
-	// Before its status arrives the new pod's tag is resolved (one HEAD, plus the ping that
+	// Before its status arrives the new pod's tag is resolved (one GET, plus the ping that
 	// precedes it); nothing about the image itself is fetched again.
 	reqs := h.reg.Requests()
 	for _, r := range reqs[registryBefore:] {
-		if r.Path != "/v2/" && !(r.Method == "HEAD" && r.Path == "/v2/team/app/manifests/1.0") {
+		if r.Path != "/v2/" && !((r.Method == "HEAD" || r.Method == "GET") && r.Path == "/v2/team/app/manifests/1.0") {
 			t.Errorf("the second namespace's report cost a registry request: %s %s", r.Method, r.Path)
 		}
 	}
@@ -887,7 +887,12 @@ func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
 	h := newHarness(t, "gc")
 	ns := h.ns["gc"]
 	oldImg := h.push("gc/app:1", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "1"})))
-	newImg := h.push("gc/app:2", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "2"})))
+	newV1 := registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "2"}))
+	newImg := h.push("gc/app:2", newV1)
+	newCfg, err := newV1.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
 	deploy := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
@@ -909,7 +914,7 @@ func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
 	oldReport := h.waitReport("gc", oldImg.DigestStr(), isReady)
 
 	// The rollout: the new pod's image takes a while to assess, the old pod goes away.
-	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/manifests/" + newImg.DigestStr(), Method: "GET", Status: -1, Delay: 3 * time.Second, Times: 1})
+	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/blobs/" + newCfg.String(), Method: "GET", Status: -1, Delay: 3 * time.Second, Times: 1})
 	h.runPod("gc", "web-2-a", controllerRef(rs2, "apps/v1", "ReplicaSet"), ctr{name: "c", image: h.reg.Repo("gc/app:2"), imageID: newImg.String()})
 	if err := h.c.Delete(h.ctx, old); err != nil {
 		t.Fatal(err)

@@ -114,8 +114,12 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	err := e.process(ctx, key)
 	e.busy.Add(-1)
 	switch kindOf(err) {
-	case errNone, errStalling:
+	case errNone:
 		e.queue.Forget(key)
+	case errStalling:
+		// a person must act: tried again after a long delay, or at once when a source changes
+		e.queue.Forget(key)
+		e.queue.AddWithOpts(priorityqueue.AddOpts{After: e.opts.StalledRetryInterval, Priority: ptr.To(priorityBackground)}, key)
 	case errWaiting:
 		e.queue.Forget(key)
 		if d := requeueAfter(err); d > 0 {

@@ -368,6 +368,8 @@ func (h *harness) start() {
 		SchedulerInterval: 20 * time.Millisecond,
 		RetryBaseDelay:    50 * time.Millisecond,
 		RetryMaxDelay:     time.Second,
+		// Secrets are not watched: a stalled object notices a new Secret when it is retried
+		StalledRetryInterval: 200 * time.Millisecond,
 		Registry: registry.Options{
 			Insecure: []string{h.reg.Host()}, RequestsPerSecond: -1,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
@@ -36,8 +38,6 @@ type compiledPolicy struct {
 	Scanner    scanner.Policy
 	Selector   labels.Selector // nil matches every namespace
 	Schedule   cron.Schedule   // nil when the schedule does not parse
-	// SecretRefs are the Secrets the policy reads keys from, for the watch index.
-	SecretRefs []types.NamespacedName
 }
 
 // Stalled reports whether a person must fix the policy.
@@ -60,9 +60,6 @@ func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha
 		return nil, err
 	}
 	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy}
-	for _, ref := range conv.SecretRefs {
-		cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
-	}
 	if s.NamespaceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)
 		if err != nil {
@@ -86,6 +83,9 @@ func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha
 // readSecretKey reads one key of a Secret. problem is set (and err nil) for what a person must
 // fix; it names the Secret and key, never the data.
 func readSecretKey(ctx context.Context, reader client.Reader, namespace, name, key string) (data []byte, problem string, err error) {
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return nil, fmt.Sprintf("Secret name %q is not a valid name: %s", name, strings.Join(errs, "; ")), nil
+	}
 	var sec corev1.Secret
 	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &sec); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -19,9 +19,6 @@ import (
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 )
 
-// indexPolicySecrets indexes policies by "namespace/name" of the Secrets their keys live in.
-const indexPolicySecrets = "spec.authorities.key.secretRef"
-
 // policyStatusRefresh is how often a policy's matchedReports count is refreshed.
 const policyStatusRefresh = time.Minute
 
@@ -38,6 +35,9 @@ type PolicyReconciler struct {
 	Scheduler *Scheduler
 	// Kick receives an event when a policy's schedule ran, to record it in the status.
 	Kick chan event.GenericEvent
+	// StalledRetry is how long a policy that cannot be enforced waits before it is compiled
+	// again (it may be sooner: the status is refreshed every minute).
+	StalledRetry time.Duration
 
 	mu           sync.Mutex
 	compiled     map[string]*compiledPolicy
@@ -104,6 +104,10 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		if err := r.Client.Status().Patch(ctx, &p, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
+	}
+	if cp.Stalled() {
+		// Secrets are not watched: a key Secret created later is read on this retry
+		return ctrl.Result{RequeueAfter: min(policyStatusRefresh, r.StalledRetry)}, nil
 	}
 	return ctrl.Result{RequeueAfter: policyStatusRefresh}, nil
 }

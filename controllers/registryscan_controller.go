@@ -26,9 +26,6 @@ import (
 // DefaultScanSchedule is the listing schedule of a RegistryScan that sets none.
 const DefaultScanSchedule = "0 */6 * * *"
 
-// indexScanSecrets indexes RegistryScans by the names of the Secrets they reference.
-const indexScanSecrets = "spec.secretRefs"
-
 // resolveParallelism bounds concurrent tag resolutions of one scan run; the registry client's
 // per-host limits apply on top.
 const resolveParallelism = 4
@@ -50,6 +47,8 @@ type RegistryScanReconciler struct {
 	Kick chan event.GenericEvent
 	// OnTag, when set, is told the manifest digest each resolved tag points at.
 	OnTag func(repository, tag, digest string)
+	// StalledRetry is how long a stalled scan waits before it is tried again.
+	StalledRetry time.Duration
 }
 
 // scanObservation is what a reconcile saw; the conditions are derived from it.
@@ -102,7 +101,7 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				retErr = errors.Join(retErr, err)
 			}
 		}
-		result, retErr = resultFor(retErr)
+		result, retErr = resultFor(retErr, r.StalledRetry)
 	}()
 	for _, step := range []scanStep{r.reconcileSchedule, r.reconcileAccess, r.reconcileSuspend, r.reconcileDue, r.reconcileListing} {
 		if done, err := step(ctx, run); err != nil || done {
@@ -288,8 +287,8 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 			imgs, err := sc.Resolve(ctx, j.repo+":"+j.tag, scan.Spec.Platforms)
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case errors.Is(err, scanner.ErrPlatformNotFound), scanner.Classify(err) == scanner.ErrorNotFound:
+			switch cls := scanner.Classify(err); {
+			case errors.Is(err, scanner.ErrPlatformNotFound), cls == scanner.ErrorNotFound, cls == scanner.ErrorNotAnImage:
 				skipped = append(skipped, j.repo+":"+j.tag)
 			case err != nil:
 				errs = append(errs, err)
@@ -390,17 +389,17 @@ func scanReadyMessage(o scanObservation) string {
 	return msg
 }
 
-// resultFor turns a typed error into the controller's result: stalling errors are not retried
-// (a watch brings the object back when the user fixes it), waiting errors are requeued after
-// their delay, others are returned for exponential backoff.
-func resultFor(err error) (ctrl.Result, error) {
+// resultFor turns a typed error into the controller's result: stalling errors are tried again
+// after stalled (Secrets are not watched: a Secret created later is noticed then), waiting errors
+// after their delay; others are returned for exponential backoff.
+func resultFor(err error, stalled time.Duration) (ctrl.Result, error) {
 	switch kindOf(err) {
-	case errNone, errStalling:
+	case errNone:
 		return ctrl.Result{}, nil
+	case errStalling:
+		return ctrl.Result{RequeueAfter: stalled}, nil
 	case errWaiting:
-		var w *WaitingError
-		errors.As(err, &w)
-		return ctrl.Result{RequeueAfter: w.RequeueAfter}, nil
+		return ctrl.Result{RequeueAfter: requeueAfter(err)}, nil
 	}
 	return ctrl.Result{}, err
 }

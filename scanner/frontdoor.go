@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,6 +25,9 @@ type (
 	RegistryOptions = registry.Options
 	// RegistryClient is the one registry client every request goes through.
 	RegistryClient = registry.Client
+	// RegistryShared is the per-registry-host state (budgets, ping answers, plain-HTTP ports)
+	// that registry clients with different credentials share through RegistryOptions.Shared.
+	RegistryShared = registry.Shared
 	// TagFilter selects tags of a repository (include/exclude patterns, semver, latest N).
 	TagFilter = registry.TagFilter
 	// SBOM is one validated SBOM document of an image digest.
@@ -79,7 +83,14 @@ var (
 	ErrNoSBOM = sbom.ErrNotFound
 	// ErrPlatformNotFound: a requested platform is not in the image index.
 	ErrPlatformNotFound = registry.ErrPlatformNotFound
+	// ErrNotAnImage: the reference names a cosign signature, attestation or SBOM, an OCI
+	// artifact or a referrers index, not a container image. Skip it; retrying cannot help.
+	ErrNotAnImage = registry.ErrNotAnImage
 )
+
+// NewRegistryShared returns per-host state for RegistryOptions.Shared: give the same one to
+// every registry client of a process so each registry sees one rate and concurrency budget.
+func NewRegistryShared() *RegistryShared { return registry.NewShared() }
 
 // NewRegistryClient builds the registry client a Scanner (and tag listing) uses.
 func NewRegistryClient(opts RegistryOptions) *RegistryClient { return registry.New(opts) }
@@ -112,6 +123,9 @@ const (
 	// ErrorOther: anything else (a malformed manifest, a missing platform, an invalid
 	// document). Callers retry it with backoff unless they know better.
 	ErrorOther
+	// ErrorNotAnImage: the reference names an artifact, not an image (ErrNotAnImage). Callers
+	// skip it and do not retry.
+	ErrorNotAnImage
 )
 
 // Classify sorts an error from the pipeline into an ErrorClass.
@@ -121,6 +135,8 @@ func Classify(err error) ErrorClass {
 		return ErrorNone
 	case errors.Is(err, context.Canceled):
 		return ErrorCanceled
+	case errors.Is(err, registry.ErrNotAnImage):
+		return ErrorNotAnImage
 	case registry.IsUnauthorized(err):
 		return ErrorUnauthorized
 	case registry.IsTransient(err):
@@ -131,8 +147,11 @@ func Classify(err error) ErrorClass {
 	return ErrorOther
 }
 
-// ListTags lists a repository's tags through the registry client and keeps those the filter
-// selects. The filter is checked first, so a bad pattern costs no registry request.
+// ListTags lists a repository's image tags through the registry client and keeps those the
+// filter selects. Tags of cosign signatures, attestations and SBOMs ("sha256-<hex>.sig",
+// ".att", ".sbom") and of the referrers tag schema ("sha256-<hex>") are never listed: they
+// name artifacts about images, not images. The filter is checked first, so a bad pattern costs
+// no registry request.
 func (s *Scanner) ListTags(ctx context.Context, repo string, f TagFilter) ([]string, error) {
 	if err := ValidateTagFilter(f); err != nil {
 		return nil, err
@@ -141,8 +160,12 @@ func (s *Scanner) ListTags(ctx context.Context, repo string, f TagFilter) ([]str
 	if err != nil {
 		return nil, err
 	}
-	return registry.FilterTags(tags, f)
+	return registry.FilterTags(slices.DeleteFunc(tags, registry.IsArtifactTag), f)
 }
+
+// IsArtifactTag reports whether a tag names a signature, attestation, SBOM or referrers index
+// by cosign's and the OCI distribution spec's naming conventions rather than an image.
+func IsArtifactTag(tag string) bool { return registry.IsArtifactTag(tag) }
 
 // ValidateTagFilter reports a filter whose patterns or constraints do not parse.
 func ValidateTagFilter(f TagFilter) error {

@@ -28,7 +28,7 @@ type SecretRef struct{ Namespace, Name string }
 // Stalled and never enforceable.
 type Converted struct {
 	Policy scanner.Policy
-	// SecretRefs are the Secrets the policy reads keys from, so callers can watch them.
+	// SecretRefs are the Secrets the policy reads keys from.
 	SecretRefs []SecretRef
 }
 
