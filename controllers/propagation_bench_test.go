@@ -53,7 +53,7 @@ type propagationFleet struct {
 	h        *harness
 	images   []name.Digest
 	affected []name.Digest // the images with bash
-	dbs      []string // archives of the successive changes
+	dbs      []string      // archives of the successive changes
 	policy   string
 }
 
