@@ -1091,3 +1091,43 @@ func TestStoredReportSizeWith500Findings(t *testing.T) {
 		t.Fatalf("report is %d bytes", len(full))
 	}
 }
+
+// A DB change reaches a report at once even when the image's scheduled re-verification is
+// already queued behind a slow registry: the rematch pass leaves the verification to a
+// background pass that follows it.
+func TestRematchDoesNotWaitForAQueuedReverification(t *testing.T) {
+	h := newHarness(t, "apps")
+	h.labelNamespace("apps", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.sign(app, syftSBOM(t, app))
+	pol := h.keyPolicy("slow")
+	h.create(pol)
+	h.start()
+	h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	h.waitReport("apps", app.DigestStr(), isReady)
+	h.waitIdle()
+	k := imageKey{app.Context().Name(), app.DigestStr()}
+	before := h.ctrls.Engine.Stats().Verifications[k.String()]
+
+	// every signature lookup now takes a second; the re-verification is asked, then the DB changes
+	h.reg.AddFault(registrytest.Fault{PathContains: ".sig", Status: -1, Times: -1, Delay: time.Second})
+	h.ctrls.Engine.results.ask(k, work{verify: true})
+	copyFile(t, newArchive, h.archive)
+	h.ctrls.CheckDBArchive(h.ctx)
+	start := time.Now()
+	h.waitReport("apps", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Vulnerabilities == nil || r.Status.Vulnerabilities.Critical != 2 {
+			return errors.New("new DB not in the report yet")
+		}
+		return nil
+	})
+	if n := h.ctrls.Engine.Stats().Verifications[k.String()]; n != before {
+		t.Fatalf("the rematch pass re-verified first (%d → %d verifications, %v)", before, n, time.Since(start))
+	}
+	h.eventually(30*time.Second, "deferred re-verification", func() error {
+		if n := h.ctrls.Engine.Stats().Verifications[k.String()]; n != before+1 {
+			return fmt.Errorf("%d verifications", n)
+		}
+		return nil
+	})
+}
