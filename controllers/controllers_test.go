@@ -1131,3 +1131,33 @@ func TestRematchDoesNotWaitForAQueuedReverification(t *testing.T) {
 		return nil
 	})
 }
+
+// A policy's matchedReports (kubectl's REPORTS column) follows the pods within seconds, not at
+// the next minute's status refresh.
+func TestPolicyMatchedReportsFollowPods(t *testing.T) {
+	h := newHarness(t, "apps")
+	h.labelNamespace("apps", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	pol := h.keyPolicy("counted")
+	h.create(pol)
+	h.start()
+	matched := func(want int32) func() error {
+		return func() error {
+			var p securityv1alpha1.ImageTrustPolicy
+			if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+				return err
+			}
+			if p.Status.MatchedReports != want || p.Status.ObservedGeneration == 0 {
+				return fmt.Errorf("matchedReports %d (generation %d)", p.Status.MatchedReports, p.Status.ObservedGeneration)
+			}
+			return nil
+		}
+	}
+	h.eventually(20*time.Second, "no report yet", matched(0))
+	pod := h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	h.eventually(20*time.Second, "one report", matched(1))
+	if err := h.c.Delete(h.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(20*time.Second, "the pod is gone", matched(0))
+}

@@ -279,6 +279,13 @@ func (d *demand) setNamespaceLabels(ns string, lbls map[string]string) []imageKe
 	return out
 }
 
+// changes grows whenever a source, a policy or a namespace's labels change.
+func (d *demand) changes() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.version + d.policyGen
+}
+
 // wantedLocked lists every wanted image.
 func (d *demand) wantedLocked() []imageKey {
 	out := make([]imageKey, 0, len(d.wants))

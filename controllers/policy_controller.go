@@ -138,6 +138,39 @@ func (r *PolicyReconciler) schedule(name string, s interface{ Next(time.Time) ti
 	})
 }
 
+// followMatches refreshes every policy's status when what is wanted changed, so matchedReports
+// follows pods and scans within seconds instead of at the next minute's refresh.
+func (r *PolicyReconciler) followMatches(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v := r.Engine.demand.changes()
+		if v == seen {
+			continue
+		}
+		seen = v
+		r.mu.Lock()
+		names := make([]string, 0, len(r.compiled))
+		for n := range r.compiled {
+			names = append(names, n)
+		}
+		r.mu.Unlock()
+		for _, n := range names {
+			select {
+			case r.Kick <- event.GenericEvent{Object: &securityv1alpha1.ImageTrustPolicy{ObjectMeta: metav1.ObjectMeta{Name: n}}}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
 // setPolicyConditions derives a policy's conditions from its compiled form.
 func setPolicyConditions(conds *[]metav1.Condition, cp *compiledPolicy, now time.Time) {
 	meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionReconciling)

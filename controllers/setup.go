@@ -297,10 +297,13 @@ func (c *Controllers) addRunnables(mgr manager.Manager) error {
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		c.Engine.armGC(ctx)
-		<-ctx.Done()
+		c.Policies.followMatches(ctx, policyMatchesRefresh)
 		return nil
 	}))
 }
+
+// policyMatchesRefresh is how soon a policy's matchedReports follows a change of what is wanted.
+const policyMatchesRefresh = 2 * time.Second
 
 // addHealthChecks makes the manager ready once the caches synced and, unless it serves
 // admission, the DB is loaded.
