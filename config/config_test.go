@@ -27,6 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/internal/kustomize"
@@ -448,6 +450,11 @@ func TestRBACWiring(t *testing.T) {
 		{"read scans", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "watch", Group: securityv1alpha1.GroupVersion.Group, Resource: "registryscans"}, true},
 		{"no pod deletion", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "delete", Resource: "pods"}, false},
 		{"no secret writes", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "update", Resource: "secrets"}, false},
+		// Secrets are read only by name (pull secrets, credentials, keys), never listed or watched
+		{"no secret list anywhere", authorizationv1.ResourceAttributes{Verb: "list", Resource: "secrets"}, false},
+		{"no secret watch anywhere", authorizationv1.ResourceAttributes{Verb: "watch", Resource: "secrets"}, false},
+		{"no secret list in kube-system", authorizationv1.ResourceAttributes{Namespace: "kube-system", Verb: "list", Resource: "secrets"}, false},
+		{"get a named pull secret", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "get", Resource: "secrets"}, true},
 		{"no policy writes", authorizationv1.ResourceAttributes{Verb: "update", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustpolicies"}, false},
 		{"no RBAC escalation", authorizationv1.ResourceAttributes{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"}, false},
 	}
@@ -508,6 +515,116 @@ func TestRBACWiring(t *testing.T) {
 			t.Errorf("GET /metrics as %s: allowed = %v, want %v", user, got, want)
 		}
 	}
+}
+
+// TestManagerCannotListSecrets does what `kubectl auth can-i --as` checks, for real: a client
+// impersonating the manager's ServiceAccount under the installed RBAC is refused every list and
+// watch of Secrets, in every namespace.
+func TestManagerCannotListSecrets(t *testing.T) {
+	ctx := testContext(t)
+	applyRBAC(t, ctx, "config/default")
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + namespace + ":" + serviceAccount,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}}
+	as, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAllowed(t, ctx, as)
+	for _, ns := range []string{"", "kube-system", "default"} {
+		var list corev1.SecretList
+		if err := as.List(ctx, &list, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
+			t.Errorf("listing Secrets in %q as the manager: %v, want Forbidden", ns, err)
+		}
+	}
+	w, err := client.NewWithWatch(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wi, err := w.Watch(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
+		if wi != nil {
+			wi.Stop()
+		}
+		t.Errorf("watching Secrets as the manager: %v, want Forbidden", err)
+	}
+}
+
+// TestNamespacedModeRBAC: with config/components/namespaced the manager may read the Secrets,
+// pods and reports of the namespaces it watches and nothing namespaced elsewhere — not even a
+// named Secret in kube-system.
+func TestNamespacedModeRBAC(t *testing.T) {
+	ctx := testContext(t)
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	applyRBAC(t, ctx, "config/overlays/namespaced")
+	t.Cleanup(func() { applyRBAC(t, context.Background(), "config/default") })
+	user := "system:serviceaccount:" + namespace + ":" + serviceAccount
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+	ask := func(a authorizationv1.ResourceAttributes) bool {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &a}}
+		if err := env.Client.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		return sar.Status.Allowed
+	}
+	settle := authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "get", Resource: "secrets"}
+	for deadline := time.Now().Add(10 * time.Second); !ask(settle) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cases := []struct {
+		name    string
+		attrs   authorizationv1.ResourceAttributes
+		allowed bool
+	}{
+		{"a watched namespace's pull secret", settle, true},
+		{"a named Secret in kube-system", authorizationv1.ResourceAttributes{Namespace: "kube-system", Verb: "get", Resource: "secrets"}, false},
+		{"a named Secret in default", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "get", Resource: "secrets"}, false},
+		{"pods in the watched namespace", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "watch", Resource: "pods"}, true},
+		{"pods cluster-wide", authorizationv1.ResourceAttributes{Verb: "list", Resource: "pods"}, false},
+		{"reports in the watched namespace", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "create", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustreports"}, true},
+		{"reports elsewhere", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "create", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustreports"}, false},
+		{"policies (cluster-scoped)", authorizationv1.ResourceAttributes{Verb: "watch", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustpolicies"}, true},
+		{"namespace labels", authorizationv1.ResourceAttributes{Verb: "list", Resource: "namespaces"}, true},
+	}
+	for _, tc := range cases {
+		if got := ask(tc.attrs); got != tc.allowed {
+			t.Errorf("%s: allowed = %v, want %v", tc.name, got, tc.allowed)
+		}
+	}
+	dep := &appsv1.Deployment{}
+	into(t, find(t, render(t, "config/overlays/namespaced"), "Deployment", "imagetrust-controller-manager"), dep)
+	if !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, "--watch-namespace=apps") {
+		t.Errorf("the namespaced overlay does not pass --watch-namespace=apps: %v", dep.Spec.Template.Spec.Containers[0].Args)
+	}
+}
+
+// applyRBAC applies the namespaces, ServiceAccounts and RBAC objects dir renders.
+func applyRBAC(t *testing.T, ctx context.Context, dir string) {
+	t.Helper()
+	objs := render(t, dir)
+	for _, kinds := range [][]string{{"Namespace"}, {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}} {
+		for _, u := range objs {
+			if slices.Contains(kinds, u.GetKind()) {
+				if err := apply(ctx, u, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// waitAllowed waits (bounded) until the RBAC just applied reaches the authorizer: the manager may
+// list pods.
+func waitAllowed(t *testing.T, ctx context.Context, as client.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var list corev1.PodList
+		if err := as.List(ctx, &list, client.InNamespace("default")); err == nil {
+			return
+		}
+	}
+	t.Fatal("the manager's RBAC never took effect")
 }
 
 // TestRBACRoles checks what the API server cannot: no wildcards anywhere, and the aggregation

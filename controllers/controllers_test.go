@@ -124,11 +124,11 @@ func TestPodsBecomeReports(t *testing.T) {
 	h.runPod("open", "adhoc", nil, ctr{name: "app", image: appSpec, imageID: appID})
 	appOpen := h.waitReport("open", app.DigestStr(), isReady)
 	h.waitIdle()
-	// Before its status arrives the new pod's tag is resolved (one HEAD, plus the ping that
+	// Before its status arrives the new pod's tag is resolved (one GET, plus the ping that
 	// precedes it); nothing about the image itself is fetched again.
 	reqs := h.reg.Requests()
 	for _, r := range reqs[registryBefore:] {
-		if r.Path != "/v2/" && !(r.Method == "HEAD" && r.Path == "/v2/team/app/manifests/1.0") {
+		if r.Path != "/v2/" && !((r.Method == "HEAD" || r.Method == "GET") && r.Path == "/v2/team/app/manifests/1.0") {
 			t.Errorf("the second namespace's report cost a registry request: %s %s", r.Method, r.Path)
 		}
 	}
@@ -887,7 +887,12 @@ func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
 	h := newHarness(t, "gc")
 	ns := h.ns["gc"]
 	oldImg := h.push("gc/app:1", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "1"})))
-	newImg := h.push("gc/app:2", registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "2"})))
+	newV1 := registrytest.ImageFromLayers(registrytest.LayerFromFiles(map[string]string{"etc/gc": "2"}))
+	newImg := h.push("gc/app:2", newV1)
+	newCfg, err := newV1.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
 	deploy := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
@@ -909,7 +914,7 @@ func TestGarbageCollectionWaitsForReplacement(t *testing.T) {
 	oldReport := h.waitReport("gc", oldImg.DigestStr(), isReady)
 
 	// The rollout: the new pod's image takes a while to assess, the old pod goes away.
-	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/manifests/" + newImg.DigestStr(), Method: "GET", Status: -1, Delay: 3 * time.Second, Times: 1})
+	fault := h.reg.AddFault(registrytest.Fault{PathContains: "/blobs/" + newCfg.String(), Method: "GET", Status: -1, Delay: 3 * time.Second, Times: 1})
 	h.runPod("gc", "web-2-a", controllerRef(rs2, "apps/v1", "ReplicaSet"), ctr{name: "c", image: h.reg.Repo("gc/app:2"), imageID: newImg.String()})
 	if err := h.c.Delete(h.ctx, old); err != nil {
 		t.Fatal(err)
@@ -1085,4 +1090,74 @@ func TestStoredReportSizeWith500Findings(t *testing.T) {
 	if len(full) > 32<<10 {
 		t.Fatalf("report is %d bytes", len(full))
 	}
+}
+
+// A DB change reaches a report at once even when the image's scheduled re-verification is
+// already queued behind a slow registry: the rematch pass leaves the verification to a
+// background pass that follows it.
+func TestRematchDoesNotWaitForAQueuedReverification(t *testing.T) {
+	h := newHarness(t, "apps")
+	h.labelNamespace("apps", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	h.sign(app, syftSBOM(t, app))
+	pol := h.keyPolicy("slow")
+	h.create(pol)
+	h.start()
+	h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	h.waitReport("apps", app.DigestStr(), isReady)
+	h.waitIdle()
+	k := imageKey{app.Context().Name(), app.DigestStr()}
+	before := h.ctrls.Engine.Stats().Verifications[k.String()]
+
+	// every signature lookup now takes a second; the re-verification is asked, then the DB changes
+	h.reg.AddFault(registrytest.Fault{PathContains: ".sig", Status: -1, Times: -1, Delay: time.Second})
+	h.ctrls.Engine.results.ask(k, work{verify: true})
+	copyFile(t, newArchive, h.archive)
+	h.ctrls.CheckDBArchive(h.ctx)
+	start := time.Now()
+	h.waitReport("apps", app.DigestStr(), func(r *securityv1alpha1.ImageTrustReport) error {
+		if r.Status.Vulnerabilities == nil || r.Status.Vulnerabilities.Critical != 2 {
+			return errors.New("new DB not in the report yet")
+		}
+		return nil
+	})
+	if n := h.ctrls.Engine.Stats().Verifications[k.String()]; n != before {
+		t.Fatalf("the rematch pass re-verified first (%d → %d verifications, %v)", before, n, time.Since(start))
+	}
+	h.eventually(30*time.Second, "deferred re-verification", func() error {
+		if n := h.ctrls.Engine.Stats().Verifications[k.String()]; n != before+1 {
+			return fmt.Errorf("%d verifications", n)
+		}
+		return nil
+	})
+}
+
+// A policy's matchedReports (kubectl's REPORTS column) follows the pods within seconds, not at
+// the next minute's status refresh.
+func TestPolicyMatchedReportsFollowPods(t *testing.T) {
+	h := newHarness(t, "apps")
+	h.labelNamespace("apps", map[string]string{"imagetrust-test/secure": "true"})
+	app := h.push("team/app:1.0", registrytest.DebianImage(debianPkgs))
+	pol := h.keyPolicy("counted")
+	h.create(pol)
+	h.start()
+	matched := func(want int32) func() error {
+		return func() error {
+			var p securityv1alpha1.ImageTrustPolicy
+			if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pol), &p); err != nil {
+				return err
+			}
+			if p.Status.MatchedReports != want || p.Status.ObservedGeneration == 0 {
+				return fmt.Errorf("matchedReports %d (generation %d)", p.Status.MatchedReports, p.Status.ObservedGeneration)
+			}
+			return nil
+		}
+	}
+	h.eventually(20*time.Second, "no report yet", matched(0))
+	pod := h.runPod("apps", "web", nil, ctr{name: "app", image: h.reg.Repo("team/app:1.0"), imageID: app.String()})
+	h.eventually(20*time.Second, "one report", matched(1))
+	if err := h.c.Delete(h.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(20*time.Second, "the pod is gone", matched(0))
 }

@@ -49,12 +49,20 @@ type want struct {
 	access *access
 	pods   map[types.NamespacedName]struct{}
 	scans  map[types.NamespacedName]struct{}
+	// requests are the namespaces whose admission asked for the image, by namespace.
+	requests map[string]request
 	// version changes whenever the image's sources change, so a pass can tell that the scope
 	// it worked from is no longer current.
 	version uint64
 }
 
-func (w *want) wanted() bool { return len(w.pods) > 0 || len(w.scans) > 0 }
+// request is admission asking for an image in a namespace: wanted for the grace period from at.
+type request struct {
+	tag string
+	at  time.Time
+}
+
+func (w *want) wanted() bool { return len(w.pods) > 0 || len(w.scans) > 0 || len(w.requests) > 0 }
 
 // demand is the state of the sources. Its methods return the images whose work they changed;
 // the Engine queues them.
@@ -91,7 +99,8 @@ func (d *demand) ensureLocked(img scanner.Image, acc *access) *want {
 	key := imageKey{img.Repository, img.Digest}
 	w := d.wants[key]
 	if w == nil {
-		w = &want{image: img, access: acc, pods: map[types.NamespacedName]struct{}{}, scans: map[types.NamespacedName]struct{}{}}
+		w = &want{image: img, access: acc, pods: map[types.NamespacedName]struct{}{}, scans: map[types.NamespacedName]struct{}{},
+			requests: map[string]request{}}
 		d.wants[key] = w
 	}
 	if w.image.Platform == "" && img.Platform != "" {
@@ -194,6 +203,18 @@ func (d *demand) setScanImages(scan types.NamespacedName, uid types.UID, images 
 	return d.touchLocked(touched, scan.Namespace)
 }
 
+// setRequest records that admission asked for an image in a namespace (ns.Namespace) at at.
+func (d *demand) setRequest(ns types.NamespacedName, r admissionRequest, acc *access, at time.Time) []imageKey {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := d.ensureLocked(scanner.Image{Repository: r.repository, Digest: r.digest, Tag: r.tag}, acc)
+	if old, ok := w.requests[ns.Namespace]; ok && !at.After(old.at) {
+		return nil
+	}
+	w.requests[ns.Namespace] = request{tag: r.tag, at: at}
+	return d.touchLocked(map[imageKey]bool{{r.repository, r.digest}: true}, ns.Namespace)
+}
+
 // hasScan reports whether a RegistryScan's images are known (false after a restart until the
 // scan runs or is seeded from its reports).
 func (d *demand) hasScan(scan types.NamespacedName) bool {
@@ -256,6 +277,13 @@ func (d *demand) setNamespaceLabels(ns string, lbls map[string]string) []imageKe
 		}
 	}
 	return out
+}
+
+// changes grows whenever a source, a policy or a namespace's labels change.
+func (d *demand) changes() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.version + d.policyGen
 }
 
 // wantedLocked lists every wanted image.

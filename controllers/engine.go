@@ -105,17 +105,21 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) NeedLeaderElection() bool { return true }
 
 func (e *Engine) processNext(ctx context.Context) bool {
-	key, quit := e.queue.Get()
+	key, prio, quit := e.queue.GetWithPriority()
 	if quit {
 		return false
 	}
 	defer e.queue.Done(key)
 	e.busy.Add(1)
-	err := e.process(ctx, key)
+	err := e.process(ctx, key, prio)
 	e.busy.Add(-1)
 	switch kindOf(err) {
-	case errNone, errStalling:
+	case errNone:
 		e.queue.Forget(key)
+	case errStalling:
+		// a person must act: tried again after a long delay, or at once when a source changes
+		e.queue.Forget(key)
+		e.queue.AddWithOpts(priorityqueue.AddOpts{After: e.opts.StalledRetryInterval, Priority: ptr.To(priorityBackground)}, key)
 	case errWaiting:
 		e.queue.Forget(key)
 		if d := requeueAfter(err); d > 0 {
@@ -133,13 +137,19 @@ func (e *Engine) processNext(ctx context.Context) bool {
 }
 
 // process runs one pass over an image: take the scope and the last assessment, run the steps,
-// then commit.
-func (e *Engine) process(ctx context.Context, key imageKey) error {
+// then commit. A pass taken at rematch priority (a DB change) leaves a scheduled
+// re-verification to a background pass, so the DB change reaches the reports without waiting
+// for the registry.
+func (e *Engine) process(ctx context.Context, key imageKey, prio int) error {
 	scope, ok := e.demand.scope(key)
 	if !ok {
 		return nil
 	}
 	prev, asked := e.results.take(key)
+	if prio == priorityRematch && asked.verify && prev != nil {
+		asked.verify = false
+		defer e.deferVerification(key)
+	}
 	sc, err := e.pool.get(scope.access)
 	if err != nil {
 		e.results.ask(key, asked)
@@ -185,6 +195,12 @@ func (e *Engine) enqueue(prio int, keys ...imageKey) {
 	}
 	e.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(prio)}, keys...)
 	e.metrics.queueDepth.Set(float64(e.queue.Len()))
+}
+
+// deferVerification queues the re-verification a rematch pass left, in the background.
+func (e *Engine) deferVerification(key imageKey) {
+	e.results.ask(key, work{verify: true})
+	e.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(priorityBackground)}, key)
 }
 
 // enqueueJittered queues a scheduled re-verification after a random delay below Options.Jitter,

@@ -30,6 +30,9 @@ const (
 	ReasonSBOMDowngraded = "SBOMDowngraded"
 	// ReasonDBStale: the vulnerability DB is older than the allowed age, so findings are not current.
 	ReasonDBStale = "VulnerabilityDBStale"
+	// ReasonAttestedSBOMInvalid: a verified SBOM attestation does not parse — someone publishes
+	// broken SBOMs under a trusted key.
+	ReasonAttestedSBOMInvalid = "AttestedSBOMInvalid"
 )
 
 // maxEventIDs bounds the vulnerability ids listed in one event.
@@ -122,6 +125,10 @@ func notify(old, cur *securityv1alpha1.ImageTrustReportStatus) []eventSpec {
 	if old != nil && old.SBOM != nil && cur.SBOM != nil && sbomRank[cur.SBOM.Source] < sbomRank[old.SBOM.Source] {
 		out = append(out, eventSpec{corev1.EventTypeWarning, ReasonSBOMDowngraded,
 			fmt.Sprintf("SBOM source downgraded from %s to %s: %s", old.SBOM.Source, cur.SBOM.Source, cur.SBOM.Reason)})
+	}
+
+	if cur.SBOM != nil && cur.SBOM.AttestationError != "" && (old == nil || old.SBOM == nil || old.SBOM.AttestationError == "") {
+		out = append(out, eventSpec{corev1.EventTypeWarning, ReasonAttestedSBOMInvalid, cur.SBOM.AttestationError})
 	}
 
 	if conditionReason(cur, securityv1alpha1.ConditionScanned) == securityv1alpha1.ReasonDBStale && conditionReason(old, securityv1alpha1.ConditionScanned) != securityv1alpha1.ReasonDBStale {

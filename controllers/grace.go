@@ -32,7 +32,8 @@ func (d *demand) wantedInLocked(w *want, ns string) bool {
 			return true
 		}
 	}
-	return false
+	_, ok := w.requests[ns]
+	return ok
 }
 
 // wantedIn reports whether a source in the report's namespace wants its image.
@@ -113,6 +114,7 @@ func (d *demand) replacementPendingLocked(r *securityv1alpha1.ImageTrustReport, 
 func (d *demand) forget(now time.Time, grace time.Duration) (gone []imageKey, live map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.expireRequestsLocked(now, grace)
 	for ik, w := range d.wants {
 		if w.wanted() {
 			continue
@@ -140,4 +142,17 @@ func (d *demand) forget(now time.Time, grace time.Duration) (gone []imageKey, li
 		live[ik.Digest] = true
 	}
 	return gone, live
+}
+
+// expireRequestsLocked ends admission's requests older than the grace period: their reports
+// then age out like any other unless a pod or scan wants the image by then.
+func (d *demand) expireRequestsLocked(now time.Time, grace time.Duration) {
+	for _, w := range d.wants {
+		for ns, r := range w.requests {
+			if now.Sub(r.at) >= grace {
+				delete(w.requests, ns)
+				d.updateGraceLocked(w, ns)
+			}
+		}
+	}
 }

@@ -91,7 +91,7 @@ func TestMain(m *testing.M) {
 
 // startEnv boots the control plane and builds the suite's fixtures on first use, so the table
 // tests of this package run without it.
-func startEnv(t *testing.T) {
+func startEnv(t testing.TB) {
 	t.Helper()
 	envOnce.Do(func() {
 		env, envErr = testenv.Start()
@@ -259,7 +259,7 @@ func (l *eventLog) about(regarding string) []recordedEvent {
 // fake clock, counted writes and recorded events. Its cache sees only the harness's namespaces,
 // so tests do not see each other's pods.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	c      client.Client // direct client, for the test's own reads and writes
 	reg    *registrytest.Registry
@@ -276,11 +276,13 @@ type harness struct {
 
 	cancel context.CancelFunc
 	done   chan error
+	// tune, when set, changes the Options before Setup (benchmarks).
+	tune func(*Options)
 }
 
 var harnessSeq int
 
-func newHarness(t *testing.T, namespaces ...string) *harness {
+func newHarness(t testing.TB, namespaces ...string) *harness {
 	t.Helper()
 	startEnv(t)
 	harnessSeq++
@@ -298,7 +300,7 @@ func newHarness(t *testing.T, namespaces ...string) *harness {
 		t.Fatal(err)
 	}
 	for _, n := range namespaces {
-		real := strings.ToLower(fmt.Sprintf("%s-%s-%s", n, strings.ReplaceAll(t.Name(), "_", "-"), h.suffix))
+		real := strings.ToLower(fmt.Sprintf("%s-%s-%s", n, strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()), h.suffix))
 		if len(real) > 63 {
 			real = real[:55] + "-" + h.suffix
 		}
@@ -313,7 +315,7 @@ func newHarness(t *testing.T, namespaces ...string) *harness {
 	return h
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
@@ -362,12 +364,14 @@ func (h *harness) start() {
 	h.events.next = mgr.GetEventRecorder("imagetrust")
 	h.events.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
-	h.ctrls, err = Setup(ctx, mgr, Options{
+	opts := Options{
 		Concurrency:       2,
 		ReportGracePeriod: time.Hour,
 		SchedulerInterval: 20 * time.Millisecond,
 		RetryBaseDelay:    50 * time.Millisecond,
 		RetryMaxDelay:     time.Second,
+		// Secrets are not watched: a stalled object notices a new Secret when it is retried
+		StalledRetryInterval: 200 * time.Millisecond,
 		Registry: registry.Options{
 			Insecure: []string{h.reg.Host()}, RequestsPerSecond: -1,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
@@ -381,7 +385,11 @@ func (h *harness) start() {
 		// Tests never reach for the public-good Sigstore instance.
 		TrustRootCacheDir:          t.TempDir(),
 		DisablePublicGoodTrustRoot: true,
-	})
+	}
+	if h.tune != nil {
+		h.tune(&opts)
+	}
+	h.ctrls, err = Setup(ctx, mgr, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -459,7 +467,7 @@ var (
 )
 
 // syftSBOM generates (once per digest for the whole suite) the syft JSON SBOM of ref.
-func syftSBOM(t *testing.T, ref name.Digest) []byte {
+func syftSBOM(t testing.TB, ref name.Digest) []byte {
 	t.Helper()
 	generatedMu.Lock()
 	defer generatedMu.Unlock()

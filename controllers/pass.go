@@ -97,8 +97,12 @@ func (e *Engine) sbomStep(ctx context.Context, p *pass) error {
 		switch cls := scanner.Classify(err); {
 		case cls == scanner.ErrorUnauthorized:
 			p.fail(stalling(securityv1alpha1.ReasonRegistryAccessDenied, "registry refused access while fetching the SBOM: %s", reason))
-		case !errors.Is(err, scanner.ErrNoSBOM) || cls == scanner.ErrorTransient:
+		case cls == scanner.ErrorTransient:
 			p.fail(fmt.Errorf("SBOM: %s", reason))
+		case !errors.Is(err, scanner.ErrNoSBOM):
+			// a manifest that is gone or malformed, a layer that is not a tar: the image cannot
+			// be read, and retrying soon will not change that
+			p.fail(stalling(securityv1alpha1.ReasonImageUnreadable, "the image cannot be read: %s", reason))
 		}
 		return nil
 	}

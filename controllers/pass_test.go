@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	ggcrtypes "github.com/google/go-containerregistry/pkg/v1/types"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -367,5 +371,31 @@ func TestHugeSBOMsLeaveAWorkerForSmallOnes(t *testing.T) {
 	err := f.engine.commit(f.ctx, p)
 	if kindOf(err) != errWaiting || requeueAfter(err) != largeSBOMRetry {
 		t.Fatalf("commit of a deferred pass = %v", err)
+	}
+}
+
+// An image whose layer is not a tar cannot be read however often it is retried: the pass says
+// so as a Stalled problem (retried after a long delay), not as a retry.
+func TestSBOMStepUnreadableImageStalls(t *testing.T) {
+	f := newStepFixture(t, false)
+	// a well-formed gzip stream whose content is not a tar archive
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(bytes.Repeat([]byte("this is not a tar archive. "), 100))
+	_ = zw.Close()
+	garbage := static.NewLayer(gz.Bytes(), ggcrtypes.DockerLayer)
+	d, err := f.reg.Push(f.ctx, f.reg.Repo("broken"), registrytest.ImageFromLayers(garbage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPass(f.scope(d, f.key), f.sc, nil, work{})
+	f.run(p, f.engine.verifyStep, f.engine.sbomStep)
+	a, next := p.outcome()
+	s := firstStalling(a.problems)
+	if s == nil || s.Reason != securityv1alpha1.ReasonImageUnreadable || kindOf(a.problems) != errStalling || next.verify {
+		t.Fatalf("problems %v (kind %d), next %+v", a.problems, kindOf(a.problems), next)
+	}
+	if !strings.Contains(s.Message, "the image cannot be read") {
+		t.Errorf("message %q", s.Message)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
@@ -38,8 +40,6 @@ type compiledPolicy struct {
 	Scanner    scanner.Policy
 	Selector   labels.Selector // nil matches every namespace
 	Schedule   cron.Schedule   // nil when the schedule does not parse
-	// SecretRefs are the Secrets the policy reads keys from, for the watch index.
-	SecretRefs []types.NamespacedName
 	// TrustRoots are the trust-root providers the policy names, kept in the pool while it
 	// exists, loaded or not.
 	TrustRoots []scanner.TrustRootProvider
@@ -79,9 +79,6 @@ func compilePolicy(ctx context.Context, reader client.Reader, roots *scanner.Tru
 	}
 	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy,
 		TrustRoots: conv.TrustRoots, Pending: conv.Pending, Unavailable: conv.Unavailable}
-	for _, ref := range conv.SecretRefs {
-		cp.SecretRefs = append(cp.SecretRefs, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
-	}
 	if s.NamespaceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)
 		if err != nil {
@@ -105,6 +102,9 @@ func compilePolicy(ctx context.Context, reader client.Reader, roots *scanner.Tru
 // readSecretKey reads one key of a Secret. problem is set (and err nil) for what a person must
 // fix; it names the Secret and key, never the data.
 func readSecretKey(ctx context.Context, reader client.Reader, namespace, name, key string) (data []byte, problem string, err error) {
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return nil, fmt.Sprintf("Secret name %q is not a valid name: %s", name, strings.Join(errs, "; ")), nil
+	}
 	var sec corev1.Secret
 	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &sec); err != nil {
 		if apierrors.IsNotFound(err) {

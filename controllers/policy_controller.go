@@ -19,9 +19,6 @@ import (
 	"github.com/imagetrust/imagetrust/scanner"
 )
 
-// indexPolicySecrets indexes policies by "namespace/name" of the Secrets their keys live in.
-const indexPolicySecrets = "spec.authorities.key.secretRef"
-
 // policyStatusRefresh is how often a policy's matchedReports count is refreshed, and its
 // Secrets and ConfigMaps read again.
 const policyStatusRefresh = time.Minute
@@ -51,6 +48,9 @@ type PolicyReconciler struct {
 	// Kick receives an event when a policy's schedule ran, to record it in the status, and
 	// when a trust root loaded, to compile the policies that name one again.
 	Kick chan event.GenericEvent
+	// StalledRetry is how long a policy that cannot be enforced waits before it is compiled
+	// again (it may be sooner: the status is refreshed every minute).
+	StalledRetry time.Duration
 
 	mu           sync.Mutex
 	compiled     map[string]*compiledPolicy
@@ -119,8 +119,14 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			return ctrl.Result{}, err
 		}
 	}
-	if len(cp.Pending) > 0 {
-		return ctrl.Result{RequeueAfter: trustRootRecheck}, nil
+	if cp.Stalled() {
+		// Secrets are not watched: a key Secret created later is read on this retry; a trust
+		// root still loading is looked at sooner, should its load notification be missed
+		retry := min(policyStatusRefresh, r.StalledRetry)
+		if len(cp.Pending) > 0 {
+			retry = min(retry, trustRootRecheck)
+		}
+		return ctrl.Result{RequeueAfter: retry}, nil
 	}
 	return ctrl.Result{RequeueAfter: policyStatusRefresh}, nil
 }
@@ -183,6 +189,39 @@ func (r *PolicyReconciler) schedule(name string, s interface{ Next(time.Time) ti
 		ev := event.GenericEvent{Object: &securityv1alpha1.ImageTrustPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}}
 		go func() { r.Kick <- ev }()
 	})
+}
+
+// followMatches refreshes every policy's status when what is wanted changed, so matchedReports
+// follows pods and scans within seconds instead of at the next minute's refresh.
+func (r *PolicyReconciler) followMatches(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v := r.Engine.demand.changes()
+		if v == seen {
+			continue
+		}
+		seen = v
+		r.mu.Lock()
+		names := make([]string, 0, len(r.compiled))
+		for n := range r.compiled {
+			names = append(names, n)
+		}
+		r.mu.Unlock()
+		for _, n := range names {
+			select {
+			case r.Kick <- event.GenericEvent{Object: &securityv1alpha1.ImageTrustPolicy{ObjectMeta: metav1.ObjectMeta{Name: n}}}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 // setPolicyConditions derives a policy's conditions from its compiled form. A policy that

@@ -26,9 +26,6 @@ import (
 // DefaultScanSchedule is the listing schedule of a RegistryScan that sets none.
 const DefaultScanSchedule = "0 */6 * * *"
 
-// indexScanSecrets indexes RegistryScans by the names of the Secrets they reference.
-const indexScanSecrets = "spec.secretRefs"
-
 // resolveParallelism bounds concurrent tag resolutions of one scan run; the registry client's
 // per-host limits apply on top.
 const resolveParallelism = 4
@@ -48,6 +45,10 @@ type RegistryScanReconciler struct {
 	Scheduler *Scheduler
 	// Kick receives an event when a scan's schedule comes due.
 	Kick chan event.GenericEvent
+	// OnTag, when set, is told the manifest digest each resolved tag points at.
+	OnTag func(repository, tag, digest string)
+	// StalledRetry is how long a stalled scan waits before it is tried again.
+	StalledRetry time.Duration
 }
 
 // scanObservation is what a reconcile saw; the conditions are derived from it.
@@ -100,7 +101,7 @@ func (r *RegistryScanReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				retErr = errors.Join(retErr, err)
 			}
 		}
-		result, retErr = resultFor(retErr)
+		result, retErr = resultFor(retErr, r.StalledRetry)
 	}()
 	for _, step := range []scanStep{r.reconcileSchedule, r.reconcileAccess, r.reconcileSuspend, r.reconcileDue, r.reconcileListing} {
 		if done, err := step(ctx, run); err != nil || done {
@@ -286,8 +287,8 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 			imgs, err := sc.Resolve(ctx, j.repo+":"+j.tag, scan.Spec.Platforms)
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case errors.Is(err, scanner.ErrPlatformNotFound), scanner.Classify(err) == scanner.ErrorNotFound:
+			switch cls := scanner.Classify(err); {
+			case errors.Is(err, scanner.ErrPlatformNotFound), cls == scanner.ErrorNotFound, cls == scanner.ErrorNotAnImage:
 				skipped = append(skipped, j.repo+":"+j.tag)
 			case err != nil:
 				errs = append(errs, err)
@@ -295,6 +296,7 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 				for _, im := range imgs {
 					images = append(images, ScanImage{Image: im, Tags: []string{j.tag}})
 				}
+				r.observeTag(j.repo, j.tag, imgs)
 			}
 		}()
 	}
@@ -313,6 +315,18 @@ func (r *RegistryScanReconciler) list(ctx context.Context, scan *securityv1alpha
 		return images[i].Tags[0] < images[j].Tags[0]
 	})
 	return images, len(jobs), skipped, nil
+}
+
+// observeTag tells OnTag the manifest digest a tag resolved to: the index's when it names one.
+func (r *RegistryScanReconciler) observeTag(repo, tag string, imgs []scanner.Image) {
+	if r.OnTag == nil || len(imgs) == 0 {
+		return
+	}
+	d := imgs[0].Digest
+	if imgs[0].IndexDigest != "" {
+		d = imgs[0].IndexDigest
+	}
+	r.OnTag(imgs[0].Repository, tag, d)
 }
 
 // classifyRegistryError turns refusals a person must fix into stalling errors; everything else
@@ -375,17 +389,17 @@ func scanReadyMessage(o scanObservation) string {
 	return msg
 }
 
-// resultFor turns a typed error into the controller's result: stalling errors are not retried
-// (a watch brings the object back when the user fixes it), waiting errors are requeued after
-// their delay, others are returned for exponential backoff.
-func resultFor(err error) (ctrl.Result, error) {
+// resultFor turns a typed error into the controller's result: stalling errors are tried again
+// after stalled (Secrets are not watched: a Secret created later is noticed then), waiting errors
+// after their delay; others are returned for exponential backoff.
+func resultFor(err error, stalled time.Duration) (ctrl.Result, error) {
 	switch kindOf(err) {
-	case errNone, errStalling:
+	case errNone:
 		return ctrl.Result{}, nil
+	case errStalling:
+		return ctrl.Result{RequeueAfter: stalled}, nil
 	case errWaiting:
-		var w *WaitingError
-		errors.As(err, &w)
-		return ctrl.Result{RequeueAfter: w.RequeueAfter}, nil
+		return ctrl.Result{RequeueAfter: requeueAfter(err)}, nil
 	}
 	return ctrl.Result{}, err
 }

@@ -138,7 +138,7 @@ func buildStatus(in *reportInput, maxFindings int) securityv1alpha1.ImageTrustRe
 	a, j := in.assessment, scanner.Judge(in.policies, in.assessment, in.now)
 	st := securityv1alpha1.ImageTrustReportStatus{
 		Signature: signatureStatus(j.Signature, a.Verification.CheckedAt),
-		SBOM:      sbomStatus(a.SBOM, a.SBOMReason),
+		SBOM:      sbomStatus(a.SBOM, a.SBOMReason, a.Verification.SBOMAttestationError),
 		Policy:    policyResult(j.Verdict, in.generations),
 	}
 	if p := j.Provenance; p != nil {
@@ -193,12 +193,13 @@ func signatureFormat(f scanner.SignatureFormat) securityv1alpha1.SignatureFormat
 	return ""
 }
 
-func sbomStatus(s *scanner.SBOM, reason string) *securityv1alpha1.SBOMStatus {
-	if s == nil {
-		return &securityv1alpha1.SBOMStatus{Source: securityv1alpha1.SBOMNone, Reason: trunc(reason, maxReasonLen)}
+func sbomStatus(s *scanner.SBOM, reason, attestationErr string) *securityv1alpha1.SBOMStatus {
+	st := &securityv1alpha1.SBOMStatus{Source: securityv1alpha1.SBOMNone, Reason: trunc(reason, maxReasonLen),
+		AttestationError: trunc(attestationErr, maxReasonLen)}
+	if s != nil {
+		st.Source, st.Format, st.Packages, st.Digest = securityv1alpha1.SBOMSource(s.Source), trunc(s.Format, maxFormatLen), int32(s.Packages), s.Digest
 	}
-	return &securityv1alpha1.SBOMStatus{Source: securityv1alpha1.SBOMSource(s.Source), Format: trunc(s.Format, maxFormatLen),
-		Packages: int32(s.Packages), Digest: s.Digest, Reason: trunc(reason, maxReasonLen)}
+	return st
 }
 
 func vulnerabilitySummary(s *scanner.Scan, scannedAt time.Time) *securityv1alpha1.VulnerabilitySummary {

@@ -264,8 +264,9 @@ func (w *reportWriter) markWritten(in *reportInput, st *securityv1alpha1.ImageTr
 }
 
 // watchReports calls requeue when someone deletes or edits one of our reports, so the report
-// comes back (or is corrected) without waiting for the next schedule.
-func (w *reportWriter) watchReports(ctx context.Context, c cache.Cache, requeue func(reportKey)) error {
+// comes back (or is corrected) without waiting for the next schedule, and requested for the
+// request reports admission creates (including those that exist when the watch starts).
+func (w *reportWriter) watchReports(ctx context.Context, c cache.Cache, requeue func(reportKey), requested func(admissionRequest, time.Time)) error {
 	inf, err := c.GetInformer(ctx, &securityv1alpha1.ImageTrustReport{})
 	if err != nil {
 		return err
@@ -289,6 +290,13 @@ func (w *reportWriter) watchReports(ctx context.Context, c cache.Cache, requeue 
 		requeue(k)
 	}
 	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj interface{}) {
+			if r, ok := obj.(*securityv1alpha1.ImageTrustReport); ok {
+				if req, ok := requestOf(r); ok {
+					requested(req, r.CreationTimestamp.Time)
+				}
+			}
+		},
 		UpdateFunc: func(_, obj interface{}) { changed(obj, false) },
 		DeleteFunc: func(obj interface{}) { changed(obj, true) },
 	})

@@ -96,6 +96,9 @@ func (d *demand) namespacesLocked(w *want) []string {
 	for s := range w.scans {
 		set[s.Namespace] = true
 	}
+	for ns := range w.requests {
+		set[ns] = true
+	}
 	out := make([]string, 0, len(set))
 	for ns := range set {
 		out = append(out, ns)
@@ -141,6 +144,9 @@ func (d *demand) viewLocked(k imageKey, w *want, ns string) nsView {
 		v.owners = append(v.owners, metav1.OwnerReference{
 			APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "RegistryScan", Name: s.Name, UID: src.uid,
 		})
+	}
+	if r, ok := w.requests[ns]; ok && r.tag != "" {
+		tags[r.tag] = true
 	}
 	sort.Strings(v.scans)
 	sort.Slice(v.owners, func(i, j int) bool { return v.owners[i].Name < v.owners[j].Name })

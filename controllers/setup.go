@@ -18,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -30,18 +29,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/scanner"
 )
 
-// Reports and events. Secrets are read (get) only where a RegistryScan or a
-// policy references them, but the controllers watch Secret metadata (list/watch, no data is
-// cached) so that a Secret created after the object that needs it un-stalls the object.
+// Reports and events. Secrets are read with direct gets through the API reader, only where a
+// RegistryScan, a policy or a pod's imagePullSecrets names them: the manager never lists or
+// watches Secrets, so its cache holds none. A Secret created after the object that needs it is
+// picked up when the stalled object is retried (StalledRetryInterval).
 //
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustreports/status,verbs=get;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -67,6 +66,10 @@ type Options struct {
 	// verification when nothing else changed (default 24h): timestamps alone never cause more
 	// writes than this.
 	StatusRefreshInterval time.Duration
+	// StalledRetryInterval is how long something a person must fix waits before it is tried
+	// again (default 5m): a missing Secret, refused credentials, an image that cannot be read.
+	// Secrets are not watched, so this is also how soon a Secret created later is noticed.
+	StalledRetryInterval time.Duration
 	// Jitter spreads scheduled re-verifications over [0, Jitter) (default 30s).
 	Jitter time.Duration
 	// RetryBaseDelay and RetryMaxDelay bound the backoff of digests whose assessment failed
@@ -102,6 +105,13 @@ type Options struct {
 	Events eventSink
 	// SkipNameValidation allows several managers with these controllers in one process (tests).
 	SkipNameValidation bool
+	// OnTag, when set, is told the manifest digest (an index's for multi-arch) each tag a
+	// RegistryScan resolved points at: admission's tag cache.
+	OnTag func(repository, tag, digest string)
+	// ServeAdmission makes readiness independent of the vulnerability DB: admission answers from
+	// reports (which say Unknown while no DB is loaded), and a replica that is not ready does not
+	// answer at all.
+	ServeAdmission bool
 	// fifo gives all work the same priority: the baseline of the queue benchmark.
 	fifo bool
 }
@@ -134,6 +144,9 @@ func (o *Options) defaults() error {
 	if o.StatusRefreshInterval <= 0 {
 		o.StatusRefreshInterval = 24 * time.Hour
 	}
+	if o.StalledRetryInterval <= 0 {
+		o.StalledRetryInterval = 5 * time.Minute
+	}
 	if o.Jitter < 0 {
 		o.Jitter = 0
 	}
@@ -165,7 +178,9 @@ func CacheOptions() cache.Options {
 
 // Controllers are the pieces Setup wired, for the manager command and tests.
 type Controllers struct {
-	Engine        *Engine
+	Engine *Engine
+	// Admission queues images admission found no verdict for and resolves tags for it.
+	Admission     *Admission
 	Scheduler     *Scheduler
 	RegistryScans *RegistryScanReconciler
 	Policies      *PolicyReconciler
@@ -197,6 +212,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 		clock: opts.Clock, maxFindings: opts.MaxFindings, refresh: opts.StatusRefreshInterval, written: map[reportKey]string{}}
 	engine := newEngine(writer, opts, sched, pool, log.WithName("engine"))
 	ctrls := &Controllers{Engine: engine, Scheduler: sched, db: newDBRunner(opts.DB, opts.DBSource, engine, sched, opts.Clock, log.WithName("vulndb"))}
+	ctrls.Admission = newAdmission(mgr.GetClient(), mgr.GetAPIReader(), pool)
 	ctrls.TrustRoots = scanner.NewTrustRoots(scanner.TrustRootsConfig{
 		CacheDir: opts.TrustRootCacheDir, DisablePublicGood: opts.DisablePublicGoodTrustRoot,
 		OnLoad: func() {
@@ -227,12 +243,15 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 			if engine.demand.wantedIn(k) {
 				engine.enqueue(priorityDemand, k.image())
 			}
+		}, func(r admissionRequest, at time.Time) {
+			// reading the pull secrets is an API call: not in the informer's handler
+			go engine.setRequest(ctx, r, at, mgr.GetAPIReader())
 		})
 	}
 	if err := ctrls.addRunnables(mgr); err != nil {
 		return nil, err
 	}
-	return ctrls, addHealthChecks(mgr, opts.DB)
+	return ctrls, addHealthChecks(mgr, opts)
 }
 
 // observed chains the registry metrics hook before the caller's Observe.
@@ -268,19 +287,18 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 		return nil, err
 	}
 	c.RegistryScans = &RegistryScanReconciler{Client: cl, APIReader: reader, Engine: engine, Pool: pool,
-		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64)}
+		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64), OnTag: opts.OnTag,
+		StalledRetry: opts.StalledRetryInterval}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("registryscan").
 		For(&securityv1alpha1.RegistryScan{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToScans(cl))).
 		WatchesRawSource(source.Channel(c.RegistryScans.Kick, &handler.EnqueueRequestForObject{})).
 		WithOptions(ctrlOpts(2)).Complete(c.RegistryScans); err != nil {
 		return nil, err
 	}
 	c.Policies = &PolicyReconciler{Client: cl, APIReader: reader, Engine: engine, TrustRoots: c.TrustRoots,
-		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64)}
+		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64), StalledRetry: opts.StalledRetryInterval}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("imagetrustpolicy").
 		For(&securityv1alpha1.ImageTrustPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToPolicies(cl))).
 		WatchesRawSource(source.Channel(c.Policies.Kick, &handler.EnqueueRequestForObject{})).
 		WithOptions(ctrlOpts(1)).Complete(c.Policies); err != nil {
 		return nil, err
@@ -291,7 +309,7 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 // addRunnables adds the scheduler, the Engine, the DB runner, the trust roots' loads and the
 // GC to the manager.
 func (c *Controllers) addRunnables(mgr manager.Manager) error {
-	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db} {
+	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db, c.Admission} {
 		if err := mgr.Add(r); err != nil {
 			return err
 		}
@@ -305,32 +323,42 @@ func (c *Controllers) addRunnables(mgr manager.Manager) error {
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		c.Engine.armGC(ctx)
-		<-ctx.Done()
+		c.Policies.followMatches(ctx, policyMatchesRefresh)
 		return nil
 	}))
 }
 
-// addHealthChecks makes the manager ready once the DB is loaded and the caches synced.
-func addHealthChecks(mgr manager.Manager, db *scanner.DB) error {
+// policyMatchesRefresh is how soon a policy's matchedReports follows a change of what is wanted.
+const policyMatchesRefresh = 2 * time.Second
+
+// addHealthChecks makes the manager ready once the caches synced and, unless it serves
+// admission, the DB is loaded.
+func addHealthChecks(mgr manager.Manager, opts Options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("vulndb", func(*http.Request) error {
-		if st := db.Status(); !st.Loaded() {
-			if st.Err != "" {
-				return fmt.Errorf("vulnerability DB not loaded: %s", st.Err)
-			}
-			return errors.New("vulnerability DB not loaded")
+	if !opts.ServeAdmission {
+		if err := addDBReadiness(mgr, opts.DB); err != nil {
+			return err
 		}
-		return nil
-	}); err != nil {
-		return err
 	}
 	return mgr.AddReadyzCheck("caches", func(req *http.Request) error {
 		c, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if !mgr.GetCache().WaitForCacheSync(c) {
 			return errors.New("informer caches not synced")
+		}
+		return nil
+	})
+}
+
+func addDBReadiness(mgr manager.Manager, db *scanner.DB) error {
+	return mgr.AddReadyzCheck("vulndb", func(*http.Request) error {
+		if st := db.Status(); !st.Loaded() {
+			if st.Err != "" {
+				return fmt.Errorf("vulnerability DB not loaded: %s", st.Err)
+			}
+			return errors.New("vulnerability DB not loaded")
 		}
 		return nil
 	})
@@ -343,61 +371,7 @@ func setupIndexes(ctx context.Context, mgr manager.Manager) error {
 	}); err != nil {
 		return err
 	}
-	if err := fi.IndexField(ctx, &securityv1alpha1.ImageTrustReport{}, indexReportScan, func(o client.Object) []string {
+	return fi.IndexField(ctx, &securityv1alpha1.ImageTrustReport{}, indexReportScan, func(o client.Object) []string {
 		return o.(*securityv1alpha1.ImageTrustReport).Spec.RegistryScans
-	}); err != nil {
-		return err
-	}
-	if err := fi.IndexField(ctx, &securityv1alpha1.RegistryScan{}, indexScanSecrets, func(o client.Object) []string {
-		s := o.(*securityv1alpha1.RegistryScan)
-		var out []string
-		if s.Spec.CredentialsSecretRef != nil {
-			out = append(out, s.Spec.CredentialsSecretRef.Name)
-		}
-		if s.Spec.CABundleSecretRef != nil {
-			out = append(out, s.Spec.CABundleSecretRef.Name)
-		}
-		return out
-	}); err != nil {
-		return err
-	}
-	return fi.IndexField(ctx, &securityv1alpha1.ImageTrustPolicy{}, indexPolicySecrets, func(o client.Object) []string {
-		var out []string
-		for _, a := range o.(*securityv1alpha1.ImageTrustPolicy).Spec.Authorities {
-			if a.Key != nil && a.Key.SecretRef != nil {
-				out = append(out, a.Key.SecretRef.Namespace+"/"+a.Key.SecretRef.Name)
-			}
-		}
-		return out
 	})
-}
-
-// secretToScans maps a Secret to the RegistryScans in its namespace that reference it.
-func secretToScans(c client.Client) handler.MapFunc {
-	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		var list securityv1alpha1.RegistryScanList
-		if err := c.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexScanSecrets: o.GetName()}); err != nil {
-			return nil
-		}
-		out := make([]reconcile.Request, 0, len(list.Items))
-		for _, s := range list.Items {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
-		}
-		return out
-	}
-}
-
-// secretToPolicies maps a Secret to the policies whose keys it holds.
-func secretToPolicies(c client.Client) handler.MapFunc {
-	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		var list securityv1alpha1.ImageTrustPolicyList
-		if err := c.List(ctx, &list, client.MatchingFields{indexPolicySecrets: o.GetNamespace() + "/" + o.GetName()}); err != nil {
-			return nil
-		}
-		out := make([]reconcile.Request, 0, len(list.Items))
-		for _, p := range list.Items {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
-		}
-		return out
-	}
 }

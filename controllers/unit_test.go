@@ -734,3 +734,33 @@ func TestPolicyResultsPerPolicy(t *testing.T) {
 		t.Fatalf("verdict %s results %+v, want %+v", pr.Verdict, pr.Results, want)
 	}
 }
+
+// A broken attested SBOM is warned about once, when it first appears, not on every write.
+func TestNotifyBrokenAttestedSBOMOnce(t *testing.T) {
+	st := func(attErr string) *securityv1alpha1.ImageTrustReportStatus {
+		return &securityv1alpha1.ImageTrustReportStatus{
+			Signature: &securityv1alpha1.SignatureStatus{State: securityv1alpha1.SignatureVerified},
+			SBOM:      &securityv1alpha1.SBOMStatus{Source: securityv1alpha1.SBOMGenerated, AttestationError: attErr},
+			Policy:    &securityv1alpha1.PolicyResult{Verdict: securityv1alpha1.VerdictTrusted},
+		}
+	}
+	broken := "the SBOM attestation (https://spdx.dev/Document) signed by p/key could not be parsed: not an SBOM"
+	count := func(evs []eventSpec) int {
+		n := 0
+		for _, e := range evs {
+			if e.Reason == ReasonAttestedSBOMInvalid && e.Type == corev1.EventTypeWarning && e.Message == broken {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(notify(st(""), st(broken))); n != 1 {
+		t.Fatalf("appearing: %d events", n)
+	}
+	if n := count(notify(st(broken), st(broken))); n != 0 {
+		t.Fatalf("staying: %d events", n)
+	}
+	if n := count(notify(nil, st(broken))); n != 1 {
+		t.Fatalf("new report: %d events", n)
+	}
+}

@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/anchore/stereoscope/pkg/image"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagetrust/imagetrust/scanner/registry"
-	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
@@ -37,9 +33,11 @@ func (s *Scanner) metadata(ctx context.Context, ref name.Digest) (imageMeta, err
 	if ok {
 		return m, nil
 	}
-	img, err := remote.Image(ref, s.remoteOptions(ctx)...)
+	// the registry client remembers manifest and config, so SBOM generation reads them again
+	// from memory rather than from the registry
+	img, err := s.cfg.Registry.Image(ctx, ref)
 	if err != nil {
-		return m, redact.Error(err)
+		return m, err
 	}
 	manifest, err := img.Manifest()
 	if err != nil {
@@ -102,7 +100,7 @@ func (s *Scanner) verifyBase(ctx context.Context, ref name.Digest, auths []verif
 		b.Reason = fmt.Sprintf("base image reference %q: %v", baseRef, err)
 		return b
 	}
-	r := s.verifier.VerifyDigestSignature(ctx, d, auths)
+	r := s.verifier(ctx).VerifyDigestSignature(ctx, d, auths)
 	b.Checked = r.State != verify.Error
 	for _, sg := range r.Signers {
 		b.Signers = append(b.Signers, sg.Authority)
@@ -119,28 +117,4 @@ func stripTag(ref string) string {
 		return ref[:colon]
 	}
 	return ref
-}
-
-// GeneratorRegistryOptions translates the registry client's options into stereoscope's, which
-// Syft uses to pull layers. Stereoscope's plain-HTTP switch is global, so per-host insecure
-// settings are applied per image by generatorFor.
-func GeneratorRegistryOptions(o registry.Options) image.RegistryOptions {
-	return image.RegistryOptions{Keychain: o.Keychain}
-}
-
-// hostGenerator picks stereoscope's insecure settings per registry host.
-type hostGenerator struct {
-	base     sbom.Generator
-	insecure func(host string) bool
-}
-
-func (g *hostGenerator) Name() string { return "generate" }
-
-func (g *hostGenerator) Fetch(ctx context.Context, ref name.Digest) (*sbom.SBOM, error) {
-	gen := g.base
-	if g.insecure(ref.RegistryStr()) {
-		gen.Registry.InsecureUseHTTP = true
-		gen.Registry.InsecureSkipTLSVerify = true
-	}
-	return gen.Fetch(ctx, ref)
 }

@@ -3,9 +3,12 @@ package scanner
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
 	"github.com/imagetrust/imagetrust/scanner/policy"
@@ -23,6 +26,9 @@ type (
 	RegistryOptions = registry.Options
 	// RegistryClient is the one registry client every request goes through.
 	RegistryClient = registry.Client
+	// RegistryShared is the per-registry-host state (budgets, ping answers, plain-HTTP ports)
+	// that registry clients with different credentials share through RegistryOptions.Shared.
+	RegistryShared = registry.Shared
 	// TagFilter selects tags of a repository (include/exclude patterns, semver, latest N).
 	TagFilter = registry.TagFilter
 	// SBOM is one validated SBOM document of an image digest.
@@ -94,7 +100,14 @@ var (
 	ErrNoSBOM = sbom.ErrNotFound
 	// ErrPlatformNotFound: a requested platform is not in the image index.
 	ErrPlatformNotFound = registry.ErrPlatformNotFound
+	// ErrNotAnImage: the reference names a cosign signature, attestation or SBOM, an OCI
+	// artifact or a referrers index, not a container image. Skip it; retrying cannot help.
+	ErrNotAnImage = registry.ErrNotAnImage
 )
+
+// NewRegistryShared returns per-host state for RegistryOptions.Shared: give the same one to
+// every registry client of a process so each registry sees one rate and concurrency budget.
+func NewRegistryShared() *RegistryShared { return registry.NewShared() }
 
 // NewRegistryClient builds the registry client a Scanner (and tag listing) uses.
 func NewRegistryClient(opts RegistryOptions) *RegistryClient { return registry.New(opts) }
@@ -127,6 +140,9 @@ const (
 	// ErrorOther: anything else (a malformed manifest, a missing platform, an invalid
 	// document). Callers retry it with backoff unless they know better.
 	ErrorOther
+	// ErrorNotAnImage: the reference names an artifact, not an image (ErrNotAnImage). Callers
+	// skip it and do not retry.
+	ErrorNotAnImage
 )
 
 // Classify sorts an error from the pipeline into an ErrorClass.
@@ -136,6 +152,8 @@ func Classify(err error) ErrorClass {
 		return ErrorNone
 	case errors.Is(err, context.Canceled):
 		return ErrorCanceled
+	case errors.Is(err, registry.ErrNotAnImage):
+		return ErrorNotAnImage
 	case registry.IsUnauthorized(err):
 		return ErrorUnauthorized
 	case registry.IsTransient(err):
@@ -146,8 +164,11 @@ func Classify(err error) ErrorClass {
 	return ErrorOther
 }
 
-// ListTags lists a repository's tags through the registry client and keeps those the filter
-// selects. The filter is checked first, so a bad pattern costs no registry request.
+// ListTags lists a repository's image tags through the registry client and keeps those the
+// filter selects. Tags of cosign signatures, attestations and SBOMs ("sha256-<hex>.sig",
+// ".att", ".sbom") and of the referrers tag schema ("sha256-<hex>") are never listed: they
+// name artifacts about images, not images. The filter is checked first, so a bad pattern costs
+// no registry request.
 func (s *Scanner) ListTags(ctx context.Context, repo string, f TagFilter) ([]string, error) {
 	if err := ValidateTagFilter(f); err != nil {
 		return nil, err
@@ -156,8 +177,12 @@ func (s *Scanner) ListTags(ctx context.Context, repo string, f TagFilter) ([]str
 	if err != nil {
 		return nil, err
 	}
-	return registry.FilterTags(tags, f)
+	return registry.FilterTags(slices.DeleteFunc(tags, registry.IsArtifactTag), f)
 }
+
+// IsArtifactTag reports whether a tag names a signature, attestation, SBOM or referrers index
+// by cosign's and the OCI distribution spec's naming conventions rather than an image.
+func IsArtifactTag(tag string) bool { return registry.IsArtifactTag(tag) }
 
 // ValidateTagFilter reports a filter whose patterns or constraints do not parse.
 func ValidateTagFilter(f TagFilter) error {
@@ -192,4 +217,18 @@ func RepositoryOf(ref string) (string, error) {
 		return "", err
 	}
 	return r.Context().Name(), nil
+}
+
+// Digest returns the manifest digest a reference points at now — an image index's for a
+// multi-arch tag — with one HEAD through the registry client.
+func (s *Scanner) Digest(ctx context.Context, ref string) (string, error) {
+	r, err := name.ParseReference(ref, s.cfg.Registry.NameOptions(ref)...)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", ref, err)
+	}
+	desc, err := remote.Head(r, s.cfg.Registry.RemoteOptions(ctx)...)
+	if err != nil {
+		return "", redactErr(fmt.Errorf("HEAD %s: %w", ref, err))
+	}
+	return desc.Digest.String(), nil
 }

@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/imagetrust/imagetrust/scanner/verify"
@@ -61,6 +62,11 @@ func Judge(pols []Policy, a *Assessment, now time.Time) Judgement {
 	}
 	v := a.Verification
 	j.Signature = judgeSignature(v.Signature, j.Authorities)
+	if why := uncheckedSignature(pols); why != "" && j.Signature.State != Verified {
+		// a policy that requires a signature cannot be enforced: the signature was not
+		// checked against it, which is an error, not "not required"
+		j.Signature = SignatureResult{State: Error, Reason: why}
+	}
 	if len(j.Authorities) > 0 {
 		j.Provenance = judgeProvenance(v.Provenance, j.Authorities)
 	}
@@ -84,6 +90,20 @@ func judgeSignature(sig SignatureResult, auths []string) SignatureResult {
 		out.State, out.Reason = Invalid, reasonOtherSigners
 	}
 	return out
+}
+
+// uncheckedSignature says which stalled policies require a signature ("" when none does).
+func uncheckedSignature(pols []Policy) string {
+	var parts []string
+	for _, p := range pols {
+		if p.Stalled() && p.RequireSignature {
+			parts = append(parts, "policy "+p.Name+" cannot be enforced: "+strings.Join(p.Problems, "; "))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "signature could not be checked: " + strings.Join(parts, "; ")
 }
 
 func judgeProvenance(p Provenance, auths []string) *ProvenanceJudgement {

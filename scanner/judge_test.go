@@ -92,3 +92,22 @@ func TestEvaluateWithStalledPolicy(t *testing.T) {
 		t.Fatalf("no policy: %+v", c)
 	}
 }
+
+// A policy that requires a signature but cannot be enforced (its key does not parse) leaves the
+// signature unchecked: an Error that says why, never NotRequired.
+func TestJudgeStalledSignaturePolicy(t *testing.T) {
+	a := &Assessment{Verification: Verification{Signature: SignatureResult{State: NotRequired, Reason: "no authorities"}}}
+	stalled := Policy{Policy: policy.Policy{Name: "prod", RequireSignature: true}, Problems: []string{"authority key: publicKey is not a valid PEM public key"}}
+	j := Judge([]Policy{stalled}, a, time.Now())
+	if j.Signature.State != verify.Error || !strings.Contains(j.Signature.Reason, "policy prod cannot be enforced: authority key: publicKey is not a valid PEM public key") {
+		t.Fatalf("signature %+v", j.Signature)
+	}
+	if j.Verdict.Verdict != policy.Unknown {
+		t.Fatalf("verdict %s, want Unknown", j.Verdict.Verdict)
+	}
+	// a stalled policy that asks for no signature changes nothing about it
+	noSig := Policy{Policy: policy.Policy{Name: "scan-only"}, Problems: []string{"schedule: bad"}}
+	if got := Judge([]Policy{noSig}, a, time.Now()).Signature.State; got != NotRequired {
+		t.Fatalf("signature %s, want NotRequired", got)
+	}
+}

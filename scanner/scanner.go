@@ -20,7 +20,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
@@ -81,7 +80,6 @@ type Config struct {
 // Scanner runs the pipeline. It is safe for concurrent use.
 type Scanner struct {
 	cfg       Config
-	verifier  *verify.Verifier
 	generator sbom.Source
 
 	metaMu sync.Mutex
@@ -104,13 +102,9 @@ func New(cfg Config) (*Scanner, error) {
 		cfg.Now = time.Now
 	}
 	s := &Scanner{cfg: cfg, meta: map[string]imageMeta{}}
-	s.verifier = &verify.Verifier{RegistryOptions: cfg.Registry.RemoteOptions(context.Background())}
 	s.generator = cfg.Generator
 	if s.generator == nil {
-		s.generator = &hostGenerator{
-			base:     sbom.Generator{Registry: GeneratorRegistryOptions(cfg.Registry.Options())},
-			insecure: cfg.Registry.IsInsecure,
-		}
+		s.generator = &sbom.Generator{Images: cfg.Registry}
 	}
 	return s, nil
 }
@@ -186,6 +180,9 @@ type Verification struct {
 	Base BaseImage `json:"base"`
 	// CheckedAt is when the verification ran.
 	CheckedAt time.Time `json:"checkedAt"`
+	// SBOMAttestationError says why a verified SBOM attestation could not be used (its
+	// predicate does not parse as an SBOM): someone publishes broken SBOMs under a trusted key.
+	SBOMAttestationError string `json:"sbomAttestationError,omitempty"`
 	// attestedSBOM is an SBOM from a verified attestation, handed to the SBOM phase.
 	attestedSBOM *sbom.SBOM
 	// attestationsReason says why no SBOM came from the attestations (none, or not fetched).
@@ -226,17 +223,18 @@ func (s *Scanner) Verify(ctx context.Context, img Image, pols []Policy) Verifica
 		v.attestationsReason = "no authorities to verify attestations with"
 	} else {
 		// One referrers listing serves signatures and attestations in every format.
-		sig, att := s.verifier.VerifyImage(ctx, ref, auths)
+		sig, att := s.verifier(ctx).VerifyImage(ctx, ref, auths)
 		v.Signature = sig
-		v.Provenance, v.attestedSBOM, v.attestationsReason = s.readAttestations(img, att)
+		v.Provenance, v.attestedSBOM, v.SBOMAttestationError, v.attestationsReason = s.readAttestations(img, att)
 	}
 	v.Base = s.verifyBase(ctx, ref, auths)
 	return v
 }
 
-func (s *Scanner) readAttestations(img Image, att verify.AttestationResult) (Provenance, *sbom.SBOM, string) {
-	prov := Provenance{Checked: att.State != verify.Error, Reason: att.Reason}
-	var attested *sbom.SBOM
+// readAttestations takes the provenance and the SBOM from verified attestations; broken says
+// why a verified SBOM attestation could not be used (its signer published a broken SBOM).
+func (s *Scanner) readAttestations(img Image, att verify.AttestationResult) (prov Provenance, attested *sbom.SBOM, broken, reason string) {
+	prov = Provenance{Checked: att.State != verify.Error, Reason: att.Reason}
 	for _, a := range att.Attestations {
 		if p, ok := verify.ProvenanceFromAttestation(a); ok {
 			if prov.BuilderID == "" {
@@ -247,29 +245,47 @@ func (s *Scanner) readAttestations(img Image, att verify.AttestationResult) (Pro
 			}
 			continue
 		}
-		if attested != nil {
+		if attested != nil || !verify.IsSBOMPredicate(a.PredicateType) {
 			continue
 		}
-		if _, doc, ok := verify.SBOMFromAttestation(a); ok {
-			format, n, err := sbom.Detect(doc)
-			if err != nil {
-				continue
+		doc, err := s.attestedSBOM(img, a)
+		if err != nil {
+			if broken == "" {
+				broken = redact.Text(fmt.Sprintf("the SBOM attestation (%s) signed by %s could not be parsed: %v", a.PredicateType, a.Signer.Authority, err))
 			}
-			attested = &sbom.SBOM{
-				Source: sbom.SourceAttested, Format: format, Document: doc, Packages: n,
-				Digest: sbom.DocumentDigest(doc), ImageDigest: img.Digest, CreatedAt: s.cfg.Now(),
-				Note: "verified in-toto attestation signed by " + a.Signer.Authority,
-			}
+			continue
 		}
+		attested = doc
 	}
 	if prov.Checked && prov.BuilderID == "" && prov.Reason == "" {
 		prov.Reason = "no SLSA provenance attestation among the verified attestations"
 	}
-	reason := att.Reason
-	if attested == nil && reason == "" {
+	reason = att.Reason
+	switch {
+	case attested != nil:
+	case broken != "":
+		reason = broken
+	case reason == "":
 		reason = "no SBOM attestation among the verified attestations"
 	}
-	return prov, attested, reason
+	return prov, attested, broken, reason
+}
+
+// attestedSBOM is the SBOM document of a verified SBOM attestation, validated.
+func (s *Scanner) attestedSBOM(img Image, a verify.Attestation) (*sbom.SBOM, error) {
+	_, doc, ok := verify.SBOMFromAttestation(a)
+	if !ok {
+		return nil, errors.New("the predicate is not an SBOM document")
+	}
+	format, n, err := sbom.Detect(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &sbom.SBOM{
+		Source: sbom.SourceAttested, Format: format, Document: doc, Packages: n,
+		Digest: sbom.DocumentDigest(doc), ImageDigest: img.Digest, CreatedAt: s.cfg.Now(),
+		Note: "verified in-toto attestation signed by " + a.Signer.Authority,
+	}, nil
 }
 
 // SBOMResult is the SBOM phase's outcome.
@@ -332,12 +348,13 @@ func (s *Scanner) sources(pols []Policy, v Verification) sbom.Chain {
 		case SourceReferrer:
 			chain.Sources = append(chain.Sources, &sbom.ReferrerSource{
 				RemoteOptions: s.cfg.Registry.RemoteOptions(context.Background()),
+				Lister:        s.cfg.Registry.Referrers,
 				AllowUnsigned: allowUnsigned,
 				Trust: func(ctx context.Context, artifact name.Digest) error {
 					if len(auths) == 0 {
 						return errors.New("no authorities to verify the referrer's signature with")
 					}
-					r := s.verifier.VerifyDigestSignature(ctx, artifact, auths)
+					r := s.verifier(ctx).VerifyDigestSignature(ctx, artifact, auths)
 					if r.State != verify.Verified {
 						return fmt.Errorf("signature %s: %s", strings.ToLower(string(r.State)), r.Reason)
 					}
@@ -571,17 +588,8 @@ func TopFindings(findings []vulndb.Finding, n int) []vulndb.Finding {
 	return out
 }
 
-func joinReason(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
-}
-
-// remoteOptions returns the registry options with ctx.
-func (s *Scanner) remoteOptions(ctx context.Context) []remote.Option {
-	return s.cfg.Registry.RemoteOptions(ctx)
+// verifier is a Verifier over the registry client's current options, built per call so that
+// the connections it reuses are the client's current ones (renewed every few minutes).
+func (s *Scanner) verifier(ctx context.Context) *verify.Verifier {
+	return &verify.Verifier{RegistryOptions: s.cfg.Registry.RemoteOptions(ctx)}
 }

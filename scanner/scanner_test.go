@@ -196,6 +196,31 @@ func TestKeySignedImageWithAttestedSBOM(t *testing.T) {
 	}
 }
 
+// A verified SBOM attestation whose predicate is not an SBOM is not skipped in silence: the
+// verification says that its signer published a broken SBOM, and the SBOM falls back.
+func TestBrokenAttestedSBOMIsNamed(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	ref := w.push(t, "team/broken:v1", registrytest.DebianImage(debianPkgs))
+	if err := signtest.SignImage(ctx, ref, w.key, w.opts...); err != nil {
+		t.Fatal(err)
+	}
+	if err := signtest.Attest(ctx, ref, ref, "https://spdx.dev/Document", []byte(`{"garbage": true}`), w.key, w.opts...); err != nil {
+		t.Fatal(err)
+	}
+	a := w.assess(t, ref, w.keyPolicy("prod"))
+	if a.Verification.Signature.State != verify.Verified {
+		t.Fatalf("signature %+v", a.Verification.Signature)
+	}
+	e := a.Verification.SBOMAttestationError
+	if !strings.Contains(e, "the SBOM attestation (https://spdx.dev/Document) signed by prod/release could not be parsed") {
+		t.Fatalf("SBOMAttestationError = %q", e)
+	}
+	if a.SBOM == nil || a.SBOM.Source != sbom.SourceGenerated || !strings.Contains(a.SBOMReason, "could not be parsed") {
+		t.Fatalf("sbom %s reason %q", describe(a.SBOM), a.SBOMReason)
+	}
+}
+
 func TestKeylessSignedReferrerSBOMAndProvenance(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()

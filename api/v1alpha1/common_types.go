@@ -55,6 +55,9 @@ const (
 
 	// ReasonRegistryAccessDenied: the registry refused the credentials (Stalled, Ready).
 	ReasonRegistryAccessDenied = "RegistryAccessDenied"
+	// ReasonImageUnreadable: the image's manifest or layers cannot be read (gone, malformed, not
+	// a tar); retried after a long delay or when it changes (Stalled, Ready).
+	ReasonImageUnreadable = "ImageUnreadable"
 	// ReasonRepositoryNotFound: a RegistryScan's repository does not exist.
 	ReasonRepositoryNotFound = "RepositoryNotFound"
 	// ReasonListingFailed: listing a RegistryScan's repositories failed and is being retried.
@@ -102,6 +105,7 @@ type LocalSecretKeyReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 	// Key within the Secret's data.
 	// +kubebuilder:validation:MinLength=1
@@ -120,6 +124,7 @@ type SecretKeyReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 	// Key within the Secret's data.
 	// +kubebuilder:validation:MinLength=1
@@ -136,6 +141,7 @@ type ConfigMapKeyReference struct {
 	// Name of the ConfigMap.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 	// Key within the ConfigMap's data (or binaryData).
 	// +kubebuilder:validation:MinLength=1

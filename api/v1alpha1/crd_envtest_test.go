@@ -413,7 +413,20 @@ func TestPrinterColumns(t *testing.T) {
 	if err := env.Client.Status().Update(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.Create(ctx, validPolicy("columns")); err != nil {
+	pol := validPolicy("columns")
+	if err := env.Client.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	pol.Status = v1.ImageTrustPolicyStatus{MatchedReports: 2}
+	if err := env.Client.Status().Update(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	idle := validPolicy("columns-idle") // matches nothing: 0, not an empty column
+	if err := env.Client.Create(ctx, idle); err != nil {
+		t.Fatal(err)
+	}
+	idle.Status = v1.ImageTrustPolicyStatus{MatchedReports: 0, ObservedGeneration: 1}
+	if err := env.Client.Status().Update(ctx, idle); err != nil {
 		t.Fatal(err)
 	}
 	scan := validScan("columns")
@@ -453,6 +466,18 @@ func TestPrinterColumns(t *testing.T) {
 	row := strings.Fields(strings.Split(out, "\n")[1])
 	if got, want := strings.Join(row[:9], " "), "columns registry.example.com/team/app 0123456789ab Verified Attested 3 7 5 Untrusted"; got != want {
 		t.Errorf("itr row:\n got %s\nwant %s", got, want)
+	}
+
+	for name, want := range map[string]string{"columns": "2", "columns-idle": "0"} {
+		out = run("get", "itp", name)
+		lines := strings.Split(out, "\n")
+		from, to := strings.Index(lines[0], "REPORTS"), strings.Index(lines[0], "READY")
+		if from < 0 || to < from {
+			t.Fatalf("itp columns: %s", lines[0])
+		}
+		if got := strings.TrimSpace(lines[1][from:to]); got != want {
+			t.Errorf("itp %s REPORTS column = %q, want %s:\n%s", name, got, want, out)
+		}
 	}
 
 	out = run("get", "regscan", "columns", "-n", "default")

@@ -453,9 +453,9 @@ type ImageTrustPolicyStatus struct {
 	// ObservedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// MatchedReports counts the reports this policy currently applies to.
+	// MatchedReports counts the reports (namespace and image) this policy currently applies to.
 	// +optional
-	MatchedReports int32 `json:"matchedReports,omitempty"`
+	MatchedReports int32 `json:"matchedReports"`
 	// LastVerificationTime is when the scheduled re-verification last ran.
 	// +optional
 	LastVerificationTime *metav1.Time `json:"lastVerificationTime,omitempty"`

@@ -212,6 +212,11 @@ type SBOMStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// AttestationError says why a verified SBOM attestation could not be used: its signer
+	// published an SBOM that does not parse.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	AttestationError string `json:"attestationError,omitempty"`
 }
 
 // ProvenanceStatus is the verified SLSA provenance of the digest.

@@ -227,6 +227,11 @@ var cliCases = []cliCase{
 	{"scan --fail-on unknown {IMG}", 2, nil},
 	{"scan {UNK} --policy {PU}", 2, nil},
 	{"scan {UNK} --policy {P}", 0, []check{contains("stdout", "1 finding has no severity")}},
+	// a gate that could not judge the image never passes: a DB past --db-max-age is not matched
+	// against, so the vulnerability gate is Unknown — exit 3, wherever the flags stand
+	{"scan {IMG} --fail-on low --db-max-age 1ns", 3, []check{contains("stdout", "VERDICT  Unknown"), contains("stderr", "could not be judged")}},
+	{"scan --db-max-age=1ns {IMG} --fail-on=critical", 3, nil},
+	{"scan --db-max-age 1ns {IMG}", 0, []check{contains("stdout", "VERDICT  Unknown")}}, // no gate: a report only
 	// usage errors: exit 64 and a message
 	{"scan", 64, []check{contains("stderr", "scan: missing IMAGE")}},
 	{"scan {IMG} {UNK}", 64, []check{contains("stderr", "takes 1 argument(s)")}},

@@ -13,7 +13,7 @@ import (
 const usage = `imagetrust: continuous container-image trust
 
 Usage:
-  imagetrust scan IMAGE [flags]      verify, SBOM, scan and evaluate one image (exit 2 if Untrusted)
+  imagetrust scan IMAGE [flags]      verify, SBOM, scan and evaluate one image (exit 2 Untrusted, 3 Unknown)
   imagetrust db import FILE [flags]  import a Grype DB archive (air-gapped)
   imagetrust db status [flags]       show the installed vulnerability DB
   imagetrust manager [flags]         run the Kubernetes operator
@@ -21,7 +21,7 @@ Usage:
   imagetrust help [COMMAND]          show a command's help (same as COMMAND --help)
 
 Flags go before or after a command's arguments. Exit status: 0 success, 1 error,
-2 Untrusted (scan) or stale DB (db status), 64 usage error.
+2 Untrusted (scan) or stale DB (db status), 3 Unknown under a gate (scan), 64 usage error.
 `
 
 // exitError carries an exit status other than 1, and for usage errors a hint printed after

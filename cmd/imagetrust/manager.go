@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2/textlogger"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -55,6 +56,8 @@ type managerFlags struct {
 	insecure            stringList
 	defaultPlatform     string
 	jitter              time.Duration
+	stalledRetry        time.Duration
+	watchNamespaces     stringList
 	admission           admission.Flags
 }
 
@@ -86,6 +89,8 @@ func (f *managerFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.insecure, "insecure-registry", "registry `host[:port]` reachable over plain HTTP or unverified TLS; repeatable")
 	fs.StringVar(&f.defaultPlatform, "default-platform", "linux/amd64", "platform picked from a multi-arch image for pods that have not pulled it yet")
 	fs.DurationVar(&f.jitter, "requeue-jitter", 30*time.Second, "scheduled re-verifications are spread over this window")
+	fs.DurationVar(&f.stalledRetry, "stalled-retry-interval", 5*time.Minute, "how long something a person must fix (a missing Secret, refused credentials, an unreadable image) waits before it is tried again")
+	fs.Var(&f.watchNamespaces, "watch-namespace", "watch only this namespace's pods, RegistryScans and reports (namespaced mode, with Roles instead of a ClusterRole: config/components/namespaced); repeatable")
 	f.admission.Register(fs)
 }
 
@@ -98,6 +103,9 @@ func (f *managerFlags) validate() error {
 	}
 	if f.reportGrace <= 0 {
 		return errors.New("--report-grace-period must be positive")
+	}
+	if f.stalledRetry <= 0 {
+		return errors.New("--stalled-retry-interval must be positive")
 	}
 	if f.dbUpdateSchedule != "" {
 		if _, err := cron.ParseStandard(f.dbUpdateSchedule); err != nil {
@@ -163,7 +171,18 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	if dbDir == "" {
 		dbDir = filepath.Join(f.cacheDir, "vulndb")
 	}
-	db, err := vulndb.New(vulndb.Config{Dir: dbDir, ListingURL: f.dbUpdateURL, MaxAge: f.dbMaxAge, ValidateChecksum: true})
+	regOpts := registry.Options{
+		RequestsPerSecond:        f.registryQPS,
+		MaxConcurrentPerRegistry: f.registryConcurrency,
+		Insecure:                 f.insecure,
+		// every client (one per set of credentials, and the DB's) spends one budget per registry
+		Shared: registry.NewShared(),
+	}
+	dbOpts := regOpts
+	dbOpts.Observe = controllers.ObserveRegistryRequest // the scanners' clients get it from Setup
+	dbRegistry := registry.New(dbOpts)
+	db, err := vulndb.New(vulndb.Config{Dir: dbDir, ListingURL: f.dbUpdateURL, MaxAge: f.dbMaxAge, ValidateChecksum: true,
+		OCINameOptions: dbRegistry.NameOptions})
 	if err != nil {
 		return err
 	}
@@ -184,9 +203,18 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		metricsOpts.SecureServing = true
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	cacheOpts := controllers.CacheOptions()
+	if len(f.watchNamespaces) > 0 {
+		// namespaced objects come from these namespaces only; policies and namespaces are
+		// cluster-scoped and still watched everywhere
+		cacheOpts.DefaultNamespaces = map[string]ctrlcache.Config{}
+		for _, ns := range f.watchNamespaces {
+			cacheOpts.DefaultNamespaces[ns] = ctrlcache.Config{}
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         cacheOpts,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        f.probeAddr,
 		LeaderElection:                f.leaderElect,
@@ -197,11 +225,6 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	if err != nil {
 		return err
 	}
-	regOpts := registry.Options{
-		RequestsPerSecond:        f.registryQPS,
-		MaxConcurrentPerRegistry: f.registryConcurrency,
-		Insecure:                 f.insecure,
-	}
 	dbSource := controllers.DBOptions{
 		Archive:             f.dbArchive,
 		ArchivePollInterval: f.dbArchivePoll,
@@ -211,20 +234,24 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		FullRematchInterval: f.fullRematch,
 	}
 	if f.dbOCIRef != "" {
-		rc := registry.New(regOpts)
-		dbSource.OCIRemoteOptions = rc.RemoteOptions(ctx)
+		dbSource.OCIRemoteOptions = dbRegistry.RemoteOptions(ctx)
 	}
-	_, err = controllers.Setup(ctx, mgr, controllers.Options{
+	// admission's tag cache, fed by RegistryScans; set once admission is wired, before Start
+	var tags *admission.TagCache
+	ctrls, err := controllers.Setup(ctx, mgr, controllers.Options{
 		Concurrency:                f.concurrency,
 		MaxFindings:                f.maxFindings,
 		ReportGracePeriod:          f.reportGrace,
 		StatusRefreshInterval:      f.statusRefresh,
 		Jitter:                     f.jitter,
+		StalledRetryInterval:       f.stalledRetry,
 		DefaultPlatform:            f.defaultPlatform,
 		Registry:                   regOpts,
 		DB:                         db,
 		DBSource:                   dbSource,
 		Cache:                      cache,
+		ServeAdmission:             f.admission.Enabled(),
+		OnTag:                      func(repo, tag, digest string) { tags.Observe(repo, tag, digest) },
 		TrustRootCacheDir:          trustRootDir,
 		DisablePublicGoodTrustRoot: !f.publicGoodTrust,
 	})
@@ -236,10 +263,14 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 		if err != nil {
 			return err
 		}
-		opts.Resolver = &admission.RegistryResolver{Registry: registry.New(regOpts), Secrets: mgr.GetAPIReader()}
-		if _, err := admission.Setup(mgr, opts); err != nil {
+		// never-assessed images reach the leader's Engine, and tags resolve through its
+		// registry clients and limits
+		opts.Assessor, opts.Resolver = ctrls.Admission, ctrls.Admission
+		adm, err := admission.Setup(mgr, opts)
+		if err != nil {
 			return err
 		}
+		tags = adm.Tags
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "concurrency", f.concurrency, "dbDir", dbDir, "cacheDir", f.cacheDir)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

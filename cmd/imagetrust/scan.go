@@ -108,7 +108,8 @@ referrers (cosign v3's default) and Notation signatures (JWS, COSE). Keyless ver
 neither --ca-roots nor --trusted-root uses the public-good Sigstore trust root through TUF,
 which needs egress to tuf-repo-cdn.sigstore.dev; offline it fails, never passes.
 
-Exit status: 0 Trusted or Unknown, 2 Untrusted, 1 error, 64 usage error.`,
+Exit status: 0 Trusted (or nothing asked to gate), 2 Untrusted, 3 Unknown under a gate (a check
+errored or could not be judged), 1 error, 64 usage error.`,
 }
 
 // failOnValues are the values --fail-on accepts, most severe first: grype's severities in
@@ -172,8 +173,10 @@ func runScan(args []string, stdout io.Writer) error {
 		return fmt.Errorf("resolving %s: %w", image, err)
 	}
 	var results []assessed
+	gated := false
 	for _, img := range imgs {
 		applied := applicable(pols, img)
+		gated = gated || len(applied) > 0
 		a, err := sc.Assess(ctx, img, applied)
 		if err != nil {
 			return err
@@ -192,8 +195,18 @@ func runScan(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if report.Verdict == string(policy.Untrusted) {
+	return verdictExit(image, report.Verdict, gated)
+}
+
+// verdictExit is the exit status of a scan: 2 Untrusted; 3 Unknown when a policy applied to
+// the image (a check errored or could not be judged: a CI gate must not pass on that); 0
+// otherwise, including Unknown when nothing asked to gate the image.
+func verdictExit(image, verdict string, gated bool) error {
+	switch {
+	case verdict == string(policy.Untrusted):
 		return &exitError{code: 2, err: fmt.Errorf("%s is Untrusted", image)}
+	case verdict == string(policy.Unknown) && gated:
+		return &exitError{code: 3, err: fmt.Errorf("%s could not be judged (verdict Unknown): see the failed checks", image)}
 	}
 	return nil
 }

@@ -125,10 +125,10 @@ func TestScanCommand(t *testing.T) {
 		t.Fatalf("no image: %v", err)
 	}
 	// A DB past --db-max-age is never matched against: the result says why, and a gate on
-	// vulnerabilities cannot pass (Unknown, exit 0 — not a silent Trusted).
+	// vulnerabilities cannot pass (Unknown, exit 3 — neither a silent Trusted nor a pass).
 	out.Reset()
-	if err := runScan(args("-o", "json", "--db-max-age", "1m", "--fail-on", "critical"), &out); err != nil {
-		t.Fatalf("stale DB: %v", err)
+	if err := runScan(args("-o", "json", "--db-max-age", "1m", "--fail-on", "critical"), &out); !errors.As(err, &ee) || ee.code != 3 {
+		t.Fatalf("stale DB: %v, want exit 3", err)
 	}
 	var stale ScanReport
 	if err := json.Unmarshal(out.Bytes(), &stale); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,8 +29,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/imagetrust/imagetrust/api/v1alpha1"
-	"github.com/imagetrust/imagetrust/scanner/registry"
-	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
 )
 
 // scenario is a namespace with one Enforce (or Audit) policy over registry.example.com/<ns>/**
@@ -447,41 +444,6 @@ func TestImagePolicyWarningsAreAudited(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestRegistryResolverUsesPullSecrets: a tag in a private registry resolves with the Pod's
-// image pull secret (read from its namespace) and not without it; the error names no secret.
-func TestRegistryResolverUsesPullSecrets(t *testing.T) {
-	w := webhookWorld(t)
-	ctx := context.Background()
-	priv := registrytest.New(t, registrytest.WithBasicAuth("puller", "s3cret-pass"))
-	d, err := priv.Push(ctx, priv.Repo("team/app:v1"), mustRandomImage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ensureNamespace(t, w, "pull-secrets", nil)
-	auth := base64.StdEncoding.EncodeToString([]byte("puller:s3cret-pass"))
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "pull-secrets", Name: "regcred"}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + priv.Host() + `":{"auth":"` + auth + `"}}}`)}}
-	if err := w.env.Client.Create(ctx, sec); err != nil {
-		t.Fatal(err)
-	}
-	r := &RegistryResolver{Registry: registry.New(registry.Options{Insecure: []string{priv.Host()}}), Secrets: w.env.Client}
-	got, err := r.Resolve(ctx, "pull-secrets", priv.Repo("team/app:v1"), []string{"missing", "regcred"})
-	if err != nil || got != d.DigestStr() {
-		t.Fatalf("with the pull secret: %q, %v; want %s", got, err, d.DigestStr())
-	}
-	_, err = r.Resolve(ctx, "pull-secrets", priv.Repo("team/app:v1"), nil)
-	if err == nil {
-		t.Fatal("resolved a private tag without credentials")
-	}
-	if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), auth) {
-		t.Errorf("error leaks the credential: %v", err)
-	}
-	// In another namespace the Secret is not there: the kubelet would not have it either.
-	if _, err := r.Resolve(ctx, "default", priv.Repo("team/app:v1"), []string{"regcred"}); err == nil {
-		t.Error("used a pull secret of another namespace")
 	}
 }
 

@@ -38,7 +38,6 @@ import (
 	v1 "github.com/imagetrust/imagetrust/api/v1alpha1"
 	"github.com/imagetrust/imagetrust/internal/kustomize"
 	"github.com/imagetrust/imagetrust/internal/testenv"
-	"github.com/imagetrust/imagetrust/scanner/registry"
 	"github.com/imagetrust/imagetrust/scanner/registry/registrytest"
 )
 
@@ -279,7 +278,7 @@ func webhookWorldOn(env *testenv.Env) (*world, error) {
 	}
 	w, err := startManager(env, env.Config, Options{
 		ManagerNamespace: managerNS, Assessor: NewQueue(256),
-		Resolver:         &RegistryResolver{Registry: registry.New(registry.Options{Insecure: []string{r.Host()}}), Secrets: env.Client},
+		Resolver:         newScannerResolver(r.Host()),
 		BreakGlassGroups: []string{"sre"},
 		Webhook:          true, WebhookHost: "127.0.0.1", WebhookPort: port,
 		Gatekeeper: true, GatekeeperAddr: fmt.Sprintf("127.0.0.1:%d", gkPort), GatekeeperClientCAFile: caFile,

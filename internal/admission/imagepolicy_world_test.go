@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/imagetrust/imagetrust/internal/testenv"
-	"github.com/imagetrust/imagetrust/scanner/registry"
 )
 
 // startImagePolicyWorld boots an API server with the ImagePolicyWebhook admission plugin
@@ -81,7 +80,7 @@ plugins:
 	}
 	w, err := startManager(env, env.Config, Options{
 		ManagerNamespace: managerNS, Assessor: NewQueue(256),
-		Resolver:    &RegistryResolver{Registry: registry.New(registry.Options{Insecure: []string{r.Host()}})},
+		Resolver:    newScannerResolver(r.Host()),
 		ImagePolicy: true, WebhookHost: "127.0.0.1", WebhookPort: port,
 		Certs: CertOptions{Mode: CertsFromFiles, Dir: dir},
 	})

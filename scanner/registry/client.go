@@ -1,18 +1,24 @@
 // Package registry is the one registry client the scanner uses: every request to a container
-// registry (manifest HEADs, tag listing, cosign's signature fetches, syft's layer pulls) goes
-// through a single transport that bounds concurrency and request rate per registry host, retries
-// transient failures with backoff (honouring Retry-After), and reports every attempt to a metrics
-// hook. It is built on go-containerregistry; RemoteOptions hands the same transport and
-// credentials to other ggcr-based libraries.
+// registry (tag listing, manifests and configs, cosign's signature fetches, referrers, Syft's
+// layer pulls, the air-gapped DB pull) goes through a single transport that bounds concurrency
+// and request rate per registry host, retries transient failures with backoff (honouring
+// Retry-After), and reports every attempt to a metrics hook. It is built on
+// go-containerregistry; RemoteOptions hands the same transport, credentials and connections to
+// other ggcr-based libraries, Image hands Syft an image read through it, and what a registry
+// said once (its ping answer, a digest's manifest and config, a subject's referrers for a few
+// seconds) is not asked again.
 package registry
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -31,7 +37,14 @@ const (
 	DefaultMaxBackoff               = 30 * time.Second
 	DefaultTimeout                  = 60 * time.Second
 	DefaultUserAgent                = "imagetrust-scanner"
+	DefaultReferrersTTL             = 30 * time.Second
 )
+
+// pullerTTL bounds how long the Client reuses the per-repository connections go-containerregistry
+// set up (ping answer, negotiated scheme, bearer token, resolved credentials): long enough that
+// a fleet scan pays the handshake once per repository, short enough that credentials a keychain
+// resolves dynamically are looked up again.
+const pullerTTL = 15 * time.Minute
 
 // Options configures a Client. The zero value is usable: every zero field gets its Default*
 // value; negative numbers switch a limit off.
@@ -61,10 +74,20 @@ type Options struct {
 	Timeout time.Duration
 	// Observe, if set, is called once per attempt (including retried ones) with the registry
 	// host, the HTTP method, the status code (0 when no response arrived) and the time to the
-	// response headers. It must be fast and safe for concurrent use.
+	// response headers. It must be fast and safe for concurrent use. Not reported: the https
+	// half of the scheme probe to a plain-HTTP port of a host clients may reach over HTTP (an
+	// expected failure, sent once per hostFactTTL), and answers served from memory (pings).
 	Observe func(host string, method string, code int, dur time.Duration)
 	// UserAgent is sent on every request (ggcr appends its own version).
 	UserAgent string
+	// Shared is the per-host state (rate and concurrency budgets, ping answers, plain-HTTP
+	// ports, referrers API support) this Client uses; nil gives it its own. Give every Client
+	// of a process the same Shared so a registry sees one budget whatever the credentials.
+	Shared *Shared
+	// ReferrersTTL is how long Referrers keeps a subject's listing so that the phases of one
+	// assessment (signature discovery, SBOM referrers) share one request; 0 means
+	// DefaultReferrersTTL, negative lists afresh on every call.
+	ReferrersTTL time.Duration
 }
 
 // withDefaults fills zero fields so the rest of the package never has to special-case them.
@@ -106,6 +129,12 @@ func (o Options) withDefaults() Options {
 	if o.Keychain == nil {
 		o.Keychain = authn.NewMultiKeychain() // resolves to Anonymous
 	}
+	if o.Shared == nil {
+		o.Shared = NewShared()
+	}
+	if o.ReferrersTTL == 0 {
+		o.ReferrersTTL = DefaultReferrersTTL
+	}
 	return o
 }
 
@@ -117,18 +146,29 @@ type Client struct {
 	secure    http.RoundTripper
 	noVerify  http.RoundTripper
 	transport *limitingTransport
+	shared    *Shared
 
-	mu    sync.Mutex
-	hosts map[string]*hostLimiter
+	pullMu   sync.Mutex
+	puller   *remote.Puller
+	pullerAt time.Time
+
+	id        uint64        // scopes this Client's entries in the shared content memory
+	referrers *referrerMemo // referrers listings by subject, for ReferrersTTL
 }
+
+// clientIDs numbers Clients, so content one Client fetched with its credentials is never
+// served to another Client (other credentials) from the memory they share.
+var clientIDs atomic.Uint64
 
 // New builds a Client; see Options for the defaults.
 func New(opts Options) *Client {
 	opts = opts.withDefaults()
 	c := &Client{
-		opts:     opts,
-		insecure: map[string]bool{},
-		hosts:    map[string]*hostLimiter{},
+		opts:      opts,
+		insecure:  map[string]bool{},
+		shared:    opts.Shared,
+		id:        clientIDs.Add(1),
+		referrers: newReferrerMemo(opts.ReferrersTTL),
 	}
 	for _, h := range opts.Insecure {
 		h = strings.ToLower(strings.TrimSpace(h))
@@ -169,6 +209,22 @@ func (c *Client) isInsecure(host string) bool {
 	return false
 }
 
+// contentKey names a repository@digest in the shared content memory, for this Client only.
+func (c *Client) contentKey(ref name.Digest) string {
+	return strconv.FormatUint(c.id, 10) + "|" + ref.String()
+}
+
+// mayFallBackToHTTP reports whether clients try plain HTTP after https for host: hosts listed
+// in Options.Insecure, and those go-containerregistry treats as local (localhost, loopback and
+// private addresses).
+func (c *Client) mayFallBackToHTTP(host string) bool {
+	if c.isInsecure(host) {
+		return true
+	}
+	reg, err := name.NewRegistry(host, name.WeakValidation)
+	return err == nil && reg.Scheme() == "http"
+}
+
 // Transport returns the shared RoundTripper: per-host concurrency bound and rate limit,
 // retries with backoff, Retry-After, Observe. Give it to any HTTP-based registry library.
 func (c *Client) Transport() http.RoundTripper { return c.transport }
@@ -181,8 +237,19 @@ func (c *Client) Options() Options { return c.opts }
 func neverRetry(error) bool { return false }
 
 // RemoteOptions returns the ggcr remote options every caller should use: our transport, the
-// keychain, ctx and user agent, with ggcr's own retries switched off (ours apply).
+// keychain, ctx and user agent, with ggcr's own retries switched off (ours apply), and the
+// Client's shared puller, so a repository's handshake (ping, scheme, token) is made once and
+// reused by every call made with these options. Build them per call (or at least per few
+// minutes): the puller is replaced every pullerTTL.
 func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
+	opts := c.baseOptions(ctx)
+	if p := c.currentPuller(); p != nil {
+		opts = append(opts, remote.Reuse(p))
+	}
+	return opts
+}
+
+func (c *Client) baseOptions(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.opts.Keychain),
@@ -192,6 +259,29 @@ func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
 		remote.WithRetryStatusCodes(),
 		remote.WithRetryBackoff(remote.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 1}),
 	}
+}
+
+// pull returns the shared puller, or why there is none.
+func (c *Client) pull() (*remote.Puller, error) {
+	if p := c.currentPuller(); p != nil {
+		return p, nil
+	}
+	return nil, errors.New("registry: no puller could be built from the client's options")
+}
+
+// currentPuller returns the puller every read shares, replacing it once it is pullerTTL old.
+func (c *Client) currentPuller() *remote.Puller {
+	c.pullMu.Lock()
+	defer c.pullMu.Unlock()
+	if c.puller != nil && time.Since(c.pullerAt) < pullerTTL {
+		return c.puller
+	}
+	p, err := remote.NewPuller(c.baseOptions(context.Background())...)
+	if err != nil {
+		return nil // only invalid option values fail, and ours are fixed: calls then set up their own
+	}
+	c.puller, c.pullerAt = p, time.Now()
+	return p
 }
 
 // NameOptions returns the name options to parse ref with: name.Insecure when ref's registry is

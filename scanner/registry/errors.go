@@ -22,6 +22,23 @@ var ErrPlatformNotFound = errors.New("platform not found in image index")
 // registry) is broken.
 var ErrMalformedManifest = errors.New("malformed or unsupported manifest")
 
+// ErrNotAnImage is returned (wrapped) when a reference names something that is not a container
+// image: an OCI artifact (a manifest with an artifactType, or a config that is not an image
+// config), a cosign signature, attestation or SBOM manifest, or a referrers index. It is not a
+// failure to retry: callers skip the reference.
+var ErrNotAnImage = errors.New("not a container image")
+
+// errPlainHTTP refuses, without sending it, an https request to a port that answered a TLS
+// handshake with plain HTTP: it cannot succeed, and sending it would spend a token.
+var errPlainHTTP = errors.New("this port answered TLS with plain HTTP; list the registry as insecure to use plain HTTP")
+
+// answeredPlainHTTP reports whether a TLS handshake failed because the server answered in plain
+// HTTP (an https request to a plain-HTTP registry).
+func answeredPlainHTTP(err error) bool {
+	var rec tls.RecordHeaderError
+	return errors.As(err, &rec) && rec.Conn != nil
+}
+
 // errAttemptTimeout marks an attempt that got no response headers within Options.Timeout; it is
 // distinct from the caller's context expiring, which must never be retried.
 var errAttemptTimeout = errors.New("registry request timed out waiting for a response")

@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -40,13 +40,18 @@ type Resolved struct {
 // platform "unknown/unknown" and are not runnable images.
 const attestationRefType = "vnd.docker.reference.type"
 
-// Resolve turns a tag or digest reference into the concrete image manifest(s) it stands for.
-// It sends one HEAD for the reference; only when that names an index does it GET the index
-// (by digest, so the content is verified) and fan out to platforms. With platforms empty every
-// runnable platform in the index is returned, in index order; otherwise one Resolved per
-// requested platform in request order (a platform without variant matches any variant), and a
-// requested platform missing from the index fails with ErrPlatformNotFound. A reference that
-// names a single image resolves to itself regardless of platforms. Errors are sanitised.
+// Resolve turns a tag or digest reference into the concrete image manifest(s) it stands for,
+// with as few requests as the Client's memory allows: a tag seen for the first time costs one
+// GET (its manifest is needed anyway); a tag seen before costs one HEAD (free of pull limits
+// on registries such as Docker Hub), plus one GET by digest only when it moved to content not
+// in memory; a digest already fetched costs nothing. The manifests fetched are remembered for
+// Image. An index fans out to platforms: with platforms empty every runnable platform in the
+// index is returned, in index order; otherwise one Resolved per requested platform in request
+// order (a platform without variant matches any variant), and a requested platform missing
+// from the index fails with ErrPlatformNotFound. A reference that names a single image resolves
+// to itself regardless of platforms. One that names no image at all — a cosign signature,
+// attestation or SBOM, an OCI artifact, a referrers index — fails with ErrNotAnImage. Errors
+// are sanitised.
 func (c *Client) Resolve(ctx context.Context, image string, platforms []v1.Platform) ([]Resolved, error) {
 	out, err := c.resolve(ctx, image, platforms)
 	if err != nil {
@@ -60,51 +65,26 @@ func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platf
 	if err != nil {
 		return nil, fmt.Errorf("invalid image reference: %w", err)
 	}
-	puller, err := remote.NewPuller(c.RemoteOptions(ctx)...)
-	if err != nil {
-		return nil, err
-	}
 	repo := ref.Context()
 	tag := ""
 	if t, ok := ref.(name.Tag); ok {
 		tag = t.TagStr()
 	}
-
-	desc, err := puller.Head(ctx, ref)
-	var raw []byte
+	raw, desc, err := c.lookup(ctx, ref)
 	if err != nil {
-		if !headFallbackOK(err) {
-			return nil, err
-		}
-		// Some registries answer HEAD badly (no digest header, 405); GET tells us the same.
-		got, gerr := puller.Get(ctx, ref)
-		if gerr != nil {
-			return nil, gerr
-		}
-		d := got.Descriptor
-		desc, raw = &d, got.Manifest
+		return nil, err
 	}
-
-	mt := desc.MediaType
-	if !mt.IsImage() && !mt.IsIndex() {
-		if raw == nil {
-			got, gerr := puller.Get(ctx, repo.Digest(desc.Digest.String()))
-			if gerr != nil {
-				return nil, gerr
-			}
-			raw = got.Manifest
-		}
-		mt, err = sniffMediaType(mt, raw)
-		if err != nil {
-			return nil, err
-		}
+	mt, err := manifestKind(desc.MediaType, raw)
+	if err != nil {
+		return nil, err
 	}
-
 	if mt.IsImage() {
-		if raw != nil {
-			if _, err := v1.ParseManifest(bytes.NewReader(raw)); err != nil {
-				return nil, fmt.Errorf("%w: image manifest %s: %v", ErrMalformedManifest, desc.Digest, err)
-			}
+		mf, err := v1.ParseManifest(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("%w: image manifest %s: %v", ErrMalformedManifest, desc.Digest, err)
+		}
+		if why := notAnImage(mf); why != "" {
+			return nil, fmt.Errorf("%w: %s is %s", ErrNotAnImage, desc.Digest, why)
 		}
 		return []Resolved{{
 			Repository: repo.Name(),
@@ -113,21 +93,52 @@ func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platf
 			Ref:        repo.Digest(desc.Digest.String()),
 		}}, nil
 	}
-
-	// An index: fetch it by the digest HEAD reported so a tag moving in between cannot mix
-	// two different indexes into one answer.
-	if raw == nil {
-		got, err := puller.Get(ctx, repo.Digest(desc.Digest.String()))
-		if err != nil {
-			return nil, err
-		}
-		raw = got.Manifest
-	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("%w: image index %s: %v", ErrMalformedManifest, desc.Digest, err)
 	}
+	if !slices.ContainsFunc(idx.Manifests, runnable) {
+		if why := notAnImageIndex(idx); why != "" {
+			return nil, fmt.Errorf("%w: %s is %s", ErrNotAnImage, desc.Digest, why)
+		}
+	}
 	return selectPlatforms(repo, tag, desc.Digest.String(), idx, platforms)
+}
+
+// lookup returns the manifest ref names: a digest from memory or with one GET; a tag seen for
+// the first time with one GET; a tag seen before with a HEAD, then from memory or with one GET
+// by the digest the HEAD reported, so a tag moving in between cannot mix two manifests.
+func (c *Client) lookup(ctx context.Context, ref name.Reference) ([]byte, v1.Descriptor, error) {
+	t, isTag := ref.(name.Tag)
+	if !isTag || !c.shared.tags.has(t.String()) {
+		raw, desc, err := c.manifest(ctx, ref)
+		if err == nil && isTag {
+			c.shared.tags.add(t.String())
+		}
+		return raw, desc, err
+	}
+	p, err := c.pull()
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	desc, err := p.Head(ctx, ref)
+	if err != nil {
+		if !headFallbackOK(err) {
+			return nil, v1.Descriptor{}, err
+		}
+		// Some registries answer HEAD badly (no digest header, 405); GET tells us the same.
+		return c.manifest(ctx, ref)
+	}
+	return c.manifest(ctx, ref.Context().Digest(desc.Digest.String()))
+}
+
+// manifestKind is the media type of a manifest, recovered from its content when the registry
+// served it with a missing or generic Content-Type.
+func manifestKind(mt types.MediaType, raw []byte) (types.MediaType, error) {
+	if mt.IsImage() || mt.IsIndex() {
+		return mt, nil
+	}
+	return sniffMediaType(mt, raw)
 }
 
 // headFallbackOK decides whether a failed HEAD is worth a GET: yes when the registry answered

@@ -51,7 +51,7 @@ func pushImage(t *testing.T, reg *registrytest.Registry, ref string) string {
 	return d.DigestStr()
 }
 
-func TestResolveTagUsesOneHeadAndNoGet(t *testing.T) {
+func TestResolveTagFirstGETThenHEAD(t *testing.T) {
 	reg := registrytest.New(t)
 	want := pushImage(t, reg, "app:1.0")
 	c := newClient(t, reg, nil)
@@ -71,9 +71,31 @@ func TestResolveTagUsesOneHeadAndNoGet(t *testing.T) {
 	if r.Ref.String() != reg.Repo("app")+"@"+want {
 		t.Errorf("Ref = %s, want %s@%s", r.Ref, reg.Repo("app"), want)
 	}
-	m := reg.Counts().Manifests
-	if m.HEAD != 1 || m.GET != 0 || m.Sum() != 1 {
-		t.Errorf("manifest requests = %+v, want exactly 1 HEAD and 0 GET", m)
+	if m := reg.Counts().Manifests; m.GET != 1 || m.Sum() != 1 {
+		t.Errorf("first sight: manifest requests = %+v, want exactly 1 GET (the manifest is needed anyway)", m)
+	}
+
+	reg.Reset()
+	if got, err = c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil); err != nil || got[0].Digest != want {
+		t.Fatalf("second Resolve = %+v, %v", got, err)
+	}
+	if m := reg.Counts().Manifests; m.HEAD != 1 || m.Sum() != 1 {
+		t.Errorf("known tag: manifest requests = %+v, want exactly 1 HEAD (content in memory)", m)
+	}
+
+	moved, err := reg.Push(ctxT(t), "app:1.0", registrytest.AlpineImage(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Reset()
+	if got, err = c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil); err != nil || got[0].Digest != moved.DigestStr() {
+		t.Fatalf("Resolve after the tag moved = %+v, %v; want %s", got, err, moved.DigestStr())
+	}
+	if m := reg.Counts().Manifests; m.HEAD != 1 || m.GET != 1 || m.Sum() != 2 {
+		t.Errorf("moved tag: manifest requests = %+v, want 1 HEAD + 1 GET by the new digest", m)
+	}
+	if last := reg.Requests(); len(last) == 0 || !strings.HasSuffix(last[len(last)-1].Path, moved.DigestStr()) {
+		t.Errorf("the GET after a moved tag must be by digest, got %+v", last)
 	}
 }
 
@@ -127,9 +149,8 @@ func TestResolveIndexWithPlatformFilter(t *testing.T) {
 		{Repository: reg.Repo("multi"), Tag: "latest", Digest: digests["linux/arm64"], Platform: "linux/arm64", IndexDigest: idxDigest.String()},
 	}
 	assertResolved(t, got, want)
-	m := reg.Counts().Manifests
-	if m.HEAD != 1 || m.GET != 1 {
-		t.Errorf("manifest requests = %+v, want 1 HEAD + 1 GET (the index)", m)
+	if m := reg.Counts().Manifests; m.GET != 1 || m.Sum() != 1 {
+		t.Errorf("manifest requests = %+v, want 1 GET (the index by tag)", m)
 	}
 }
 
@@ -193,8 +214,15 @@ func TestResolveDigestRefs(t *testing.T) {
 			t.Fatalf("Resolve: %v", err)
 		}
 		assertResolved(t, got, []registry.Resolved{{Repository: reg.Repo("multi"), Digest: digests["linux/arm64"]}})
-		if m := reg.Counts().Manifests; m.HEAD != 1 || m.GET != 0 {
-			t.Errorf("manifest requests = %+v, want 1 HEAD 0 GET", m)
+		if m := reg.Counts().Manifests; m.GET != 1 || m.Sum() != 1 {
+			t.Errorf("manifest requests = %+v, want 1 GET", m)
+		}
+		reg.Reset()
+		if _, err := c.Resolve(ctxT(t), ref, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := reg.Counts().Total; n != 0 {
+			t.Errorf("a digest resolved before cost %d requests, want 0 (content is immutable)", n)
 		}
 	})
 	t.Run("index digest fans out", func(t *testing.T) {
@@ -236,11 +264,11 @@ func TestResolveNotFound(t *testing.T) {
 		t.Errorf("IsNotFound=%v IsUnauthorized=%v IsTransient=%v for %v; want true,false,false",
 			registry.IsNotFound(err), registry.IsUnauthorized(err), registry.IsTransient(err), err)
 	}
-	if !strings.Contains(err.Error(), "404") {
-		t.Errorf("error %q does not carry the status", err)
+	if !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
+		t.Errorf("error %q does not carry the registry's reason", err)
 	}
-	if m := reg.Counts().Manifests; m.HEAD != 1 || m.GET != 0 {
-		t.Errorf("manifest requests = %+v, want a single HEAD (404 is final)", m)
+	if m := reg.Counts().Manifests; m.Sum() != 1 {
+		t.Errorf("manifest requests = %+v, want a single one (404 is final)", m)
 	}
 }
 
@@ -255,8 +283,8 @@ func TestResolveUnauthorized(t *testing.T) {
 		if !registry.IsUnauthorized(err) || registry.IsNotFound(err) || registry.IsTransient(err) {
 			t.Errorf("IsUnauthorized=%v IsNotFound=%v IsTransient=%v for %v", registry.IsUnauthorized(err), registry.IsNotFound(err), registry.IsTransient(err), err)
 		}
-		if n := reg.Counts().Manifests.HEAD; n != 1 {
-			t.Errorf("HEADs = %d, want 1 (401 is not retried)", n)
+		if n := reg.Counts().Manifests.Sum(); n != 1 {
+			t.Errorf("manifest requests = %d, want 1 (401 is not retried)", n)
 		}
 	})
 	t.Run("basic auth registry without credentials", func(t *testing.T) {
@@ -373,6 +401,10 @@ func TestResolveFallsBackToGetWhenHeadIsUnusable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := registrytest.New(t)
 			want := pushImage(t, reg, "app:1.0")
+			c := newClient(t, reg, nil)
+			if _, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil); err != nil { // the tag is known: HEAD next
+				t.Fatal(err)
+			}
 			reg.Override(func(w http.ResponseWriter, r *http.Request) bool {
 				if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
 					tc.head(w)
@@ -380,7 +412,6 @@ func TestResolveFallsBackToGetWhenHeadIsUnusable(t *testing.T) {
 				}
 				return false
 			})
-			c := newClient(t, reg, nil)
 			reg.Reset()
 			got, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
 			if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // hostLimiter holds the per-registry-host budget: a semaphore for in-flight requests and a
@@ -20,22 +22,7 @@ type hostLimiter struct {
 	bucket *tokenBucket  // nil = unlimited
 }
 
-func (c *Client) limiterFor(host string) *hostLimiter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l, ok := c.hosts[host]; ok {
-		return l
-	}
-	l := &hostLimiter{}
-	if c.opts.MaxConcurrentPerRegistry > 0 {
-		l.sem = make(chan struct{}, c.opts.MaxConcurrentPerRegistry)
-	}
-	if c.opts.RequestsPerSecond > 0 {
-		l.bucket = newTokenBucket(c.opts.RequestsPerSecond, c.opts.Burst)
-	}
-	c.hosts[host] = l
-	return l
-}
+func (c *Client) limiterFor(host string) *hostLimiter { return c.shared.limiter(host, c.opts) }
 
 func (l *hostLimiter) acquire(ctx context.Context) error {
 	if l.sem == nil {
@@ -123,6 +110,19 @@ func hostKey(u *url.URL) string {
 	return h
 }
 
+// hostPort is the URL's host with the scheme's default port made explicit: what a connection
+// is opened to, so facts about a port (it speaks plain HTTP) never leak to another port.
+func hostPort(u *url.URL) string {
+	h := strings.ToLower(u.Host)
+	if u.Port() != "" {
+		return h
+	}
+	if u.Scheme == "http" {
+		return h + ":80"
+	}
+	return h + ":443"
+}
+
 // replayable reports whether a failed attempt may be sent again. A body that cannot be
 // re-created must not be retried, and a POST/PATCH that carried a body may already have been
 // applied by the server (e.g. a blob chunk appended), so it is sent once only.
@@ -141,34 +141,57 @@ func replayable(req *http.Request) bool {
 	return true
 }
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. Before anything is sent it answers what the host
+// already told us: a ping (GET /v2/) from the remembered answer, and an https request to a port
+// that answered TLS with plain HTTP with an immediate error (the https half of ggcr's parallel
+// https/http probe), neither of which takes a token or reaches Observe.
 func (t *limitingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := t.c
+	if req.URL.Scheme == "https" && c.shared.speaksPlainHTTP(hostPort(req.URL)) {
+		return nil, fmt.Errorf("https://%s: %w", req.URL.Host, errPlainHTTP)
+	}
+	if isPing(req) {
+		return c.shared.ping(req, t.send)
+	}
+	resp, err := t.send(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Method == http.MethodGet && referrersPath(req.URL.Path) && noReferrersAPI(resp) {
+		c.shared.markNoReferrersAPI(hostKey(req.URL))
+	}
+	return resp, nil
+}
+
+// noReferrersAPI reads a referrers API answer the way the distribution spec defines it: a
+// registry with the API answers 200 with an OCI index (empty when nothing refers to the
+// subject); 404 or another content type means it has none.
+func noReferrersAPI(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusNotAcceptable:
+		return true
+	case http.StatusOK:
+		return resp.Header.Get("Content-Type") != string(types.OCIImageIndex)
+	}
+	return false
+}
+
+// send makes the attempts of one request: per-host concurrency slot and token, Observe, and
+// retries with backoff (Retry-After honoured) while the failure is transient.
+func (t *limitingTransport) send(req *http.Request) (*http.Response, error) {
 	c := t.c
 	ctx := req.Context()
 	host := hostKey(req.URL)
 	lim := c.limiterFor(host)
-	base := c.secure
-	if c.isInsecure(host) || c.isInsecure(req.URL.Host) {
-		base = c.noVerify
-	}
 	maxRetries := c.opts.MaxRetries
 	if !replayable(req) {
 		maxRetries = 0
 	}
-
 	for attempt := 0; ; attempt++ {
-		areq := req.Clone(ctx)
-		if attempt > 0 && req.GetBody != nil {
-			body, err := req.GetBody()
-			if err != nil {
-				return nil, fmt.Errorf("re-creating request body for retry: %w", err)
-			}
-			areq.Body = body
+		areq, err := t.attemptRequest(req, attempt)
+		if err != nil {
+			return nil, err
 		}
-		if areq.Header.Get("User-Agent") == "" {
-			areq.Header.Set("User-Agent", c.opts.UserAgent)
-		}
-
 		if err := lim.acquire(ctx); err != nil {
 			return nil, err
 		}
@@ -176,31 +199,7 @@ func (t *limitingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			lim.release()
 			return nil, err
 		}
-
-		actx, cancel := context.WithCancelCause(ctx)
-		var timer *time.Timer
-		if c.opts.Timeout > 0 {
-			timer = time.AfterFunc(c.opts.Timeout, func() { cancel(errAttemptTimeout) })
-		}
-		start := time.Now()
-		resp, err := base.RoundTrip(areq.WithContext(actx))
-		dur := time.Since(start)
-		if timer != nil && !timer.Stop() {
-			// The deadline fired: even if headers squeaked in, the body would be cut off.
-			if resp != nil {
-				resp.Body.Close()
-				resp = nil
-			}
-			err = fmt.Errorf("no response within %s: %w", c.opts.Timeout, errAttemptTimeout)
-		}
-
-		code := 0
-		if err == nil {
-			code = resp.StatusCode
-		}
-		if c.opts.Observe != nil {
-			c.opts.Observe(host, req.Method, code, dur)
-		}
+		resp, cancel, err := t.attempt(areq, host)
 
 		retry := attempt < maxRetries && ctx.Err() == nil
 		if err != nil {
@@ -208,7 +207,6 @@ func (t *limitingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		} else {
 			retry = retry && retryableStatus(resp.StatusCode)
 		}
-
 		if !retry {
 			if err != nil {
 				cancel(nil)
@@ -243,6 +241,62 @@ func (t *limitingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 				req.Method, attempt+1, last, err)
 		}
 	}
+}
+
+// attemptRequest is the request of one attempt: a clone with a fresh body and our user agent.
+func (t *limitingTransport) attemptRequest(req *http.Request, attempt int) (*http.Request, error) {
+	areq := req.Clone(req.Context())
+	if attempt > 0 && req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("re-creating request body for retry: %w", err)
+		}
+		areq.Body = body
+	}
+	if areq.Header.Get("User-Agent") == "" {
+		areq.Header.Set("User-Agent", t.c.opts.UserAgent)
+	}
+	return areq, nil
+}
+
+// attempt sends one attempt, bounded by Options.Timeout until the headers arrive, and reports
+// it to Observe — except the expected failure of an https probe to a plain-HTTP port, which is
+// how a client discovers that the port speaks plain HTTP, not a registry failure.
+func (t *limitingTransport) attempt(areq *http.Request, host string) (*http.Response, context.CancelCauseFunc, error) {
+	c := t.c
+	base := c.secure
+	if c.isInsecure(host) || c.isInsecure(areq.URL.Host) {
+		base = c.noVerify
+	}
+	actx, cancel := context.WithCancelCause(areq.Context())
+	var timer *time.Timer
+	if c.opts.Timeout > 0 {
+		timer = time.AfterFunc(c.opts.Timeout, func() { cancel(errAttemptTimeout) })
+	}
+	start := time.Now()
+	resp, err := base.RoundTrip(areq.WithContext(actx))
+	dur := time.Since(start)
+	if timer != nil && !timer.Stop() {
+		// The deadline fired: even if headers squeaked in, the body would be cut off.
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
+		}
+		err = fmt.Errorf("no response within %s: %w", c.opts.Timeout, errAttemptTimeout)
+	}
+	code := 0
+	if err == nil {
+		code = resp.StatusCode
+	}
+	probe := false
+	if err != nil && areq.URL.Scheme == "https" && answeredPlainHTTP(err) {
+		c.shared.markPlainHTTP(hostPort(areq.URL))
+		probe = c.mayFallBackToHTTP(areq.URL.Host)
+	}
+	if c.opts.Observe != nil && !probe {
+		c.opts.Observe(host, areq.Method, code, dur)
+	}
+	return resp, cancel, err
 }
 
 // backoff is exponential from min, capped at max, with "equal jitter" (half fixed, half random)

@@ -33,6 +33,12 @@ func (o *observed) hook(host, method string, code int, _ time.Duration) {
 	o.codes = append(o.codes, code)
 }
 
+func (o *observed) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls, o.codes = nil, nil
+}
+
 func (o *observed) codesOf(method string) []int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -57,15 +63,24 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
+// knowTag resolves ref once so the client re-checks it with a HEAD from then on.
+func knowTag(t *testing.T, c *registry.Client, ref string) {
+	t.Helper()
+	if _, err := c.Resolve(ctxT(t), ref, nil); err != nil {
+		t.Fatalf("Resolve %s: %v", ref, err)
+	}
+}
+
 func TestRetryAfter429IsHonoured(t *testing.T) {
 	reg := registrytest.New(t)
 	want := pushImage(t, reg, "app:1.0")
-	reg.Fail("/manifests/", http.MethodHead, http.StatusTooManyRequests, 1, "1")
 	obs := &observed{}
 	c := newClient(t, reg, func(o *registry.Options) {
 		o.MaxBackoff = 3 * time.Second // above Retry-After, so it is not capped
 		o.Observe = obs.hook
 	})
+	knowTag(t, c, reg.Repo("app:1.0"))
+	reg.Fail("/manifests/", http.MethodHead, http.StatusTooManyRequests, 1, "1")
 	reg.Reset()
 
 	start := time.Now()
@@ -88,8 +103,9 @@ func TestRetryAfter429IsHonoured(t *testing.T) {
 func TestRetryAfterIsCappedByMaxBackoff(t *testing.T) {
 	reg := registrytest.New(t)
 	pushImage(t, reg, "app:1.0")
-	reg.Fail("/manifests/", http.MethodHead, http.StatusServiceUnavailable, 1, "3600")
 	c := newClient(t, reg, func(o *registry.Options) { o.MaxBackoff = 50 * time.Millisecond })
+	knowTag(t, c, reg.Repo("app:1.0"))
+	reg.Fail("/manifests/", http.MethodHead, http.StatusServiceUnavailable, 1, "3600")
 	start := time.Now()
 	if _, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil); err != nil {
 		t.Fatalf("Resolve: %v", err)
@@ -102,9 +118,10 @@ func TestRetryAfterIsCappedByMaxBackoff(t *testing.T) {
 func TestRetry500TwiceThenSuccess(t *testing.T) {
 	reg := registrytest.New(t)
 	want := pushImage(t, reg, "app:1.0")
-	reg.Fail("/manifests/", http.MethodHead, http.StatusInternalServerError, 2, "")
 	obs := &observed{}
 	c := newClient(t, reg, func(o *registry.Options) { o.Observe = obs.hook })
+	knowTag(t, c, reg.Repo("app:1.0"))
+	reg.Fail("/manifests/", http.MethodHead, http.StatusInternalServerError, 2, "")
 	reg.Reset()
 	got, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
 	if err != nil || len(got) != 1 || got[0].Digest != want {
@@ -121,12 +138,13 @@ func TestRetry500TwiceThenSuccess(t *testing.T) {
 func TestRetry500ForeverGivesUpWithSanitisedError(t *testing.T) {
 	reg := registrytest.New(t)
 	pushImage(t, reg, "app:1.0")
+	c := newClient(t, reg, func(o *registry.Options) { o.MaxRetries = 2 })
+	knowTag(t, c, reg.Repo("app:1.0"))
 	// The registry echoes a signed URL with credentials; none of it may reach the error.
 	reg.AddFault(registrytest.Fault{
 		PathContains: "/manifests/", Method: http.MethodGet, Status: http.StatusInternalServerError, Times: -1,
 		Body: `{"errors":[{"code":"UNKNOWN","message":"backend https://bob:hunter2@storage.example/blob?token=abc123&X-Amz-Signature=deadbeef failed"}]}`,
 	})
-	c := newClient(t, reg, func(o *registry.Options) { o.MaxRetries = 2 })
 	reg.Reset()
 
 	// A GET (remote.Get) shows the body in the error; HEAD responses have none.
@@ -170,9 +188,11 @@ func TestRetryDroppedConnectionAndTimeout(t *testing.T) {
 		want := pushImage(t, reg, "app:1.0")
 		// net/http itself re-sends an idempotent request once when a reused connection dies,
 		// so drop three times to be sure our retry loop sees connection errors.
-		reg.Fail("/manifests/", http.MethodHead, 0, 3, "")
 		obs := &observed{}
 		c := newClient(t, reg, func(o *registry.Options) { o.Observe = obs.hook })
+		knowTag(t, c, reg.Repo("app:1.0"))
+		obs.reset()
+		reg.Fail("/manifests/", http.MethodHead, 0, 3, "")
 		reg.Reset()
 		got, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
 		if err != nil || got[0].Digest != want {
@@ -189,12 +209,14 @@ func TestRetryDroppedConnectionAndTimeout(t *testing.T) {
 	t.Run("attempt timeout", func(t *testing.T) {
 		reg := registrytest.New(t)
 		want := pushImage(t, reg, "app:1.0")
-		reg.AddFault(registrytest.Fault{PathContains: "/manifests/", Method: http.MethodHead, Status: -1, Times: 1, Delay: 2 * time.Second})
 		obs := &observed{}
 		c := newClient(t, reg, func(o *registry.Options) {
 			o.Timeout = 200 * time.Millisecond
 			o.Observe = obs.hook
 		})
+		knowTag(t, c, reg.Repo("app:1.0"))
+		obs.reset()
+		reg.AddFault(registrytest.Fault{PathContains: "/manifests/", Method: http.MethodHead, Status: -1, Times: 1, Delay: 2 * time.Second})
 		start := time.Now()
 		got, err := c.Resolve(ctxT(t), reg.Repo("app:1.0"), nil)
 		if err != nil || got[0].Digest != want {
@@ -254,9 +276,10 @@ func TestConcurrencyBoundPerHost(t *testing.T) {
 	const bound = 2
 	reg := registrytest.New(t)
 	pushImage(t, reg, "app:1.0")
+	c := newClient(t, reg, func(o *registry.Options) { o.MaxConcurrentPerRegistry = bound })
+	knowTag(t, c, reg.Repo("app:1.0"))
 	// Every request is slow, so callers pile up on the client side.
 	reg.AddFault(registrytest.Fault{Status: -1, Times: -1, Delay: 60 * time.Millisecond})
-	c := newClient(t, reg, func(o *registry.Options) { o.MaxConcurrentPerRegistry = bound })
 	reg.Reset()
 
 	var wg sync.WaitGroup
@@ -295,10 +318,11 @@ func TestRateLimitIsPerHost(t *testing.T) {
 	get := func(reg *registrytest.Registry) time.Duration {
 		t.Helper()
 		start := time.Now()
-		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, reg.URL()+"/v2/", nil)
+		// not /v2/ itself: the client answers repeated pings from memory
+		req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, reg.URL()+"/v2/app/tags/list", nil)
 		resp, err := hc.Do(req)
 		if err != nil {
-			t.Fatalf("GET /v2/: %v", err)
+			t.Fatalf("GET tags/list: %v", err)
 		}
 		resp.Body.Close()
 		return time.Since(start)

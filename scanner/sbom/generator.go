@@ -9,15 +9,17 @@ import (
 	"sync"
 	"time"
 
+	async "github.com/anchore/go-sync"
 	"github.com/anchore/stereoscope/pkg/file"
 	"github.com/anchore/stereoscope/pkg/image"
-	"github.com/anchore/stereoscope/pkg/image/oci"
 	"github.com/anchore/syft/syft"
 	"github.com/anchore/syft/syft/cataloging"
 	"github.com/anchore/syft/syft/cataloging/pkgcataloging"
 	"github.com/anchore/syft/syft/format/syftjson"
 	"github.com/anchore/syft/syft/source/stereoscopesource"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	// Syft's RPM and Nix catalogers open databases through database/sql's "sqlite" driver. This
 	// is the registration grype's DB layer (glebarez/sqlite) already pulls in; importing
@@ -26,6 +28,7 @@ import (
 	_ "github.com/glebarez/go-sqlite"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
+	"github.com/imagetrust/imagetrust/scanner/registry"
 )
 
 // DefaultExtraCatalogers are added to Syft's default image catalogers. Image catalogers skip
@@ -33,18 +36,28 @@ import (
 // vulnerability matching the declared modules are still the best evidence available.
 var DefaultExtraCatalogers = []string{"go-module-file-cataloger"}
 
-// Generator builds an SBOM with Syft by pulling the image straight from its registry with
-// stereoscope's OCI registry provider (never a container daemon). Layers are unpacked under
-// $TMPDIR into a directory private to the call and removed when Fetch returns, whether it
+// ImageSource hands the Generator the image to catalogue: manifest, config and layers of one
+// platform image. *registry.Client is one, so every request of a generation goes through the
+// registry client's transport (rate limit, Retry-After, per-registry concurrency, metrics,
+// credentials) and reuses the manifest and config the pipeline already fetched.
+type ImageSource interface {
+	Image(ctx context.Context, ref name.Digest) (v1.Image, error)
+}
+
+// DefaultLayerPulls is how many layers of one image a Generator downloads at once: one stream
+// usually saturates the link, and the registry client bounds the total per registry anyway.
+const DefaultLayerPulls = 1
+
+// Generator builds an SBOM with Syft from an image it reads through an ImageSource (never a
+// container daemon, and never a registry connection of stereoscope's own). Layers are unpacked
+// under $TMPDIR into a directory private to the call and removed when Fetch returns, whether it
 // succeeds, fails or is cancelled.
 type Generator struct {
-	// Registry is how stereoscope reaches registries: InsecureUseHTTP for plain-HTTP hosts,
-	// InsecureSkipTLSVerify, CAFileOrDir, Credentials or a Keychain (with neither, the default
-	// Docker keychain is used).
-	Registry image.RegistryOptions
-	// Platform selects an image from an index; nil takes the host's. Pass platform-specific
-	// digests where possible so the SBOM describes exactly the digest asked for.
-	Platform *image.Platform
+	// Images supplies the image; nil uses a registry client with default limits and the
+	// Docker keychain, shared by every Generator without one.
+	Images ImageSource
+	// LayerPulls bounds the layers of one image downloaded at once; 0 means DefaultLayerPulls.
+	LayerPulls int
 	// ExtraCatalogers are cataloger names added to the default image set. nil means
 	// DefaultExtraCatalogers; an empty non-nil slice adds none.
 	ExtraCatalogers []string
@@ -55,37 +68,37 @@ type Generator struct {
 	IncludeFiles bool
 }
 
+var (
+	defaultImagesOnce sync.Once
+	defaultImages     *registry.Client
+)
+
+func (g *Generator) images() ImageSource {
+	if g.Images != nil {
+		return g.Images
+	}
+	defaultImagesOnce.Do(func() { defaultImages = registry.New(registry.Options{Keychain: authn.DefaultKeychain}) })
+	return defaultImages
+}
+
 // Name implements Source.
 func (g *Generator) Name() string { return "generate" }
 
-// Fetch implements Source: it generates a Syft JSON SBOM for image.
+// Fetch implements Source: it generates a Syft JSON SBOM for the platform image img.
 func (g *Generator) Fetch(ctx context.Context, img name.Digest) (*SBOM, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ref := img.String()
-	regOpts := g.Registry
-
-	// This is what syft.GetSource does for the "oci-registry" source, minus two things: the
-	// temporary directory generator is ours, so every directory is removed on every path
-	// (stereoscope's shared generator leaves its directories behind when the manifest cannot
-	// be fetched, and remembers every generator it ever handed out), and Syft's OCI-model
-	// provider is never consulted (it would describe a non-image artifact instead of failing).
+	// The temporary directory generator is ours, so every directory is removed on every path.
 	tmp := file.NewTempDirGenerator("imagetrust-sbom")
 	defer func() { _ = tmp.Cleanup() }()
-	provider := oci.NewRegistryProvider(tmp, regOpts, ref, g.Platform)
-	// lower layers' squashed trees are built only if read, as syft.GetSource arranges
-	stImg, err := provider.Provide(image.WithLazyLayerSquashes(ctx))
+	stImg, err := g.read(ctx, img, tmp)
 	if err != nil {
 		return nil, g.fail(ctx, img, "pulling image", err)
 	}
 	// closes layer files before the directories go
 	defer func() { _ = stImg.Cleanup() }()
-	src := stereoscopesource.New(stImg, stereoscopesource.ImageConfig{
-		Reference:       ref,
-		Platform:        g.Platform,
-		RegistryOptions: &regOpts,
-	})
+	src := stereoscopesource.New(stImg, stereoscopesource.ImageConfig{Reference: img.String()})
 
 	cfg := g.createConfig()
 	s, err := syft.CreateSBOM(withSharedLicenseScanner(ctx, cfg), src, cfg)
@@ -117,6 +130,34 @@ func (g *Generator) Fetch(ctx context.Context, img name.Digest) (*SBOM, error) {
 		CreatedAt:   time.Now().UTC(),
 		Note:        strings.TrimSpace("generated by syft " + s.Descriptor.Version),
 	}, nil
+}
+
+// read fetches img through the ImageSource and has stereoscope unpack and index its layers,
+// as stereoscope's registry provider would, but over our connection.
+func (g *Generator) read(ctx context.Context, img name.Digest, tmp *file.TempDirGenerator) (*image.Image, error) {
+	v1img, err := g.images().Image(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := v1img.RawManifest()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := tmp.NewDirectory("oci-registry-image")
+	if err != nil {
+		return nil, err
+	}
+	pulls := g.LayerPulls
+	if pulls <= 0 {
+		pulls = DefaultLayerPulls
+	}
+	// lower layers' squashed trees are built only if read, as syft.GetSource arranges
+	ctx = async.SetContextExecutor(image.WithLazyLayerSquashes(ctx), image.LayerFetchExecutor, async.NewExecutor(pulls))
+	stImg := image.New(v1img, tmp, dir, image.WithRepoDigests(img.String()), image.WithManifest(raw))
+	if err := stImg.Read(ctx); err != nil {
+		return nil, errors.Join(err, stImg.Cleanup())
+	}
+	return stImg, nil
 }
 
 // fail wraps an error, preferring the context's error so cancellation is recognisable.

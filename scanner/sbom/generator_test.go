@@ -16,13 +16,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anchore/stereoscope/pkg/image"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagetrust/imagetrust/scanner/registry"
 )
 
 const dpkgStatus = `Package: base-files
@@ -385,7 +386,7 @@ func TestGeneratorTruncatedLayer(t *testing.T) {
 			t.Errorf("error %q does not contain %q", msg, want)
 		}
 	}
-	if want := "blobs/" + ld.String() + ": Content-Length header"; !strings.Contains(msg, want) || !strings.Contains(msg, "does not match expected size") {
+	if want := "blob " + ld.String() + ": registry sent"; !strings.Contains(msg, want) || !strings.Contains(msg, "bytes the manifest says") {
 		t.Errorf("error %q does not say layer %s was short", msg, ld)
 	}
 	if strings.Contains(msg, "oci-model") {
@@ -521,10 +522,14 @@ func TestGeneratorRegistryCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	creds := func(pass string) image.RegistryOptions {
-		return image.RegistryOptions{Credentials: []image.RegistryCredentials{{Authority: host, Username: "robot", Password: pass}}}
+	creds := func(pass string) ImageSource {
+		kc, err := registry.KeychainFromDockerConfigJSON([]byte(fmt.Sprintf(`{"auths":{%q:{"username":"robot","password":%q}}}`, host, pass)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return registry.New(registry.Options{Keychain: kc, RequestsPerSecond: -1})
 	}
-	s, err := (&Generator{Registry: creds("s3cret-pass")}).Fetch(context.Background(), ref)
+	s, err := (&Generator{Images: creds("s3cret-pass")}).Fetch(context.Background(), ref)
 	if err != nil {
 		t.Fatalf("Fetch with credentials: %v", err)
 	}
@@ -533,7 +538,7 @@ func TestGeneratorRegistryCredentials(t *testing.T) {
 	}
 
 	begin := time.Now()
-	_, err = (&Generator{Registry: creds("wrong-pass")}).Fetch(context.Background(), ref)
+	_, err = (&Generator{Images: creds("wrong-pass")}).Fetch(context.Background(), ref)
 	t.Logf("wrong password failed after %v: %v", time.Since(begin), err)
 	if err == nil {
 		t.Fatal("Fetch with a wrong password succeeded")

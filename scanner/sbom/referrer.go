@@ -70,6 +70,9 @@ func sbomFormatOf(mediaType string) string {
 type ReferrerSource struct {
 	// RemoteOptions configure registry access (auth, transport); the context is added per call.
 	RemoteOptions []remote.Option
+	// Lister lists the image's referrers (registry.Client.Referrers, which shares one listing
+	// between signature discovery and this source); nil lists with remote.Referrers.
+	Lister func(ctx context.Context, subject name.Digest) (*v1.IndexManifest, error)
 	// Trust verifies a referrer artifact (typically its signature); nil error means trusted.
 	// With Trust nil and AllowUnsigned false every referrer is rejected: failing closed.
 	Trust func(ctx context.Context, artifact name.Digest) error
@@ -112,6 +115,26 @@ func (e *RejectedError) Unwrap() error { return ErrNotFound }
 // Name implements Source.
 func (r *ReferrerSource) Name() string { return "referrer" }
 
+// list returns the referrers index of image.
+func (r *ReferrerSource) list(ctx context.Context, image name.Digest, opts []remote.Option) (*v1.IndexManifest, error) {
+	if r.Lister != nil {
+		im, err := r.Lister(ctx, image)
+		if err != nil {
+			return nil, redact.Error(err)
+		}
+		return im, nil
+	}
+	idx, err := remote.Referrers(image, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("listing referrers of %s: %w", image.DigestStr(), redact.Error(err))
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading referrers of %s: %w", image.DigestStr(), redact.Error(err))
+	}
+	return im, nil
+}
+
 // candidate is a referrer worth looking at, with what can be known before fetching it.
 type candidate struct {
 	desc    v1.Descriptor
@@ -122,13 +145,9 @@ type candidate struct {
 // Fetch implements Source.
 func (r *ReferrerSource) Fetch(ctx context.Context, image name.Digest) (*SBOM, error) {
 	opts := append(slices.Clone(r.RemoteOptions), remote.WithContext(ctx))
-	idx, err := remote.Referrers(image, opts...)
+	im, err := r.list(ctx, image, opts)
 	if err != nil {
-		return nil, fmt.Errorf("listing referrers of %s: %w", image.DigestStr(), redact.Error(err))
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("reading referrers of %s: %w", image.DigestStr(), redact.Error(err))
+		return nil, err
 	}
 
 	var cands []candidate

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -69,12 +70,21 @@ func (r *run) attestationResult(out outcome) AttestationResult {
 	return result
 }
 
+// attestationClaims binds a signed attestation to h. A statement that does not even decode is
+// malformed — its signer published garbage — which is a different thing from a well-formed
+// statement about another artifact (copied from it).
 func attestationClaims(sig oci.Signature, h v1.Hash, ann map[string]interface{}) error {
+	if _, err := legacyStatement(sig, h); err != nil && !errors.Is(err, errOtherSubject) {
+		return fmt.Errorf("attestation is malformed: %w", err)
+	}
 	if err := cosign.IntotoSubjectClaimVerifier(sig, h, ann); err != nil {
 		return fmt.Errorf("attestation subject is not %s (copied from another artifact?): %w", h, err)
 	}
 	return nil
 }
+
+// errOtherSubject: a well-formed in-toto statement about another artifact.
+var errOtherSubject = errors.New("attestation subject is another artifact")
 
 type statement struct {
 	Type          string `json:"_type"`
@@ -122,7 +132,7 @@ func statementAbout(payloadType string, payload []byte, h v1.Hash) (*statement, 
 			return &st, nil
 		}
 	}
-	return nil, fmt.Errorf("attestation subject is not %s", h)
+	return nil, fmt.Errorf("%w: not %s", errOtherSubject, h)
 }
 
 // SBOM formats returned by SBOMFromAttestation; they are syft's format IDs.
@@ -139,16 +149,8 @@ const (
 // string-wrapped document) are unwrapped. ok is false for other predicate types or an empty
 // predicate.
 func SBOMFromAttestation(a Attestation) (format string, doc []byte, ok bool) {
-	pt := strings.TrimSuffix(a.PredicateType, "/")
-	var jsonFormat, textFormat string
-	switch {
-	case isVersioned(pt, "https://spdx.dev/Document"):
-		jsonFormat, textFormat = FormatSPDXJSON, FormatSPDXTagValue
-	case isVersioned(pt, "https://cyclonedx.org/bom"):
-		jsonFormat, textFormat = FormatCycloneDXJSON, FormatCycloneDXXML
-	case isVersioned(pt, "https://syft.dev/bom"):
-		jsonFormat = FormatSyftJSON
-	default:
+	jsonFormat, textFormat := sbomFormats(a.PredicateType)
+	if jsonFormat == "" {
 		return "", nil, false
 	}
 	p := bytes.TrimSpace(a.Predicate)
@@ -169,6 +171,26 @@ func SBOMFromAttestation(a Attestation) (format string, doc []byte, ok bool) {
 		return "", nil, false
 	}
 	return jsonFormat, p, true
+}
+
+// IsSBOMPredicate reports whether a predicate type declares an SBOM (SPDX, CycloneDX, syft).
+func IsSBOMPredicate(predicateType string) bool {
+	f, _ := sbomFormats(predicateType)
+	return f != ""
+}
+
+// sbomFormats are the JSON and text formats an SBOM predicate type declares ("" when none).
+func sbomFormats(predicateType string) (jsonFormat, textFormat string) {
+	pt := strings.TrimSuffix(predicateType, "/")
+	switch {
+	case isVersioned(pt, "https://spdx.dev/Document"):
+		return FormatSPDXJSON, FormatSPDXTagValue
+	case isVersioned(pt, "https://cyclonedx.org/bom"):
+		return FormatCycloneDXJSON, FormatCycloneDXXML
+	case isVersioned(pt, "https://syft.dev/bom"):
+		return FormatSyftJSON, ""
+	}
+	return "", ""
 }
 
 // isVersioned accepts base itself and base followed by a version path ("/v2.3", "/v1.5").

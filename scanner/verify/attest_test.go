@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,25 @@ func TestAttestationCopiedFromAnotherDigest(t *testing.T) {
 	mustContain(t, "reason", res.Reason,
 		"1 attestation found, none verified by authorities [release-key]: ",
 		"attestation subject is not "+ref.DigestStr(), "no matching subject digest found")
+}
+
+// A statement that its signer cut short is malformed, not "copied from another artifact".
+func TestAttestationMalformedStatement(t *testing.T) {
+	host := testRegistry(t, nil)
+	ref := pushImage(t, host, "app")
+	kp := newKey(t)
+	truncated := []byte(`{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","subject":[{"name":"x","digest":{"sha256":"` + ref.DigestStr()[7:])
+	if err := signtest.AttestRaw(ctx, ref, "https://spdx.dev/Document", truncated, kp, writeOpts()...); err != nil {
+		t.Fatal(err)
+	}
+	res := verifier().VerifyAttestations(ctx, ref, []Authority{keyAuthority("release-key", kp)})
+	if res.State != Invalid || len(res.Attestations) != 0 {
+		t.Fatalf("got %+v, want Invalid", res)
+	}
+	mustContain(t, "reason", res.Reason, "attestation is malformed", "decoding in-toto statement")
+	if strings.Contains(res.Reason, "copied from another") {
+		t.Errorf("a malformed statement is called copied: %s", res.Reason)
+	}
 }
 
 func TestAttestationWrongKey(t *testing.T) {

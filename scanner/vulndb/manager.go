@@ -36,6 +36,7 @@ import (
 	"github.com/anchore/grype/grype/db/v6/distribution"
 	"github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/afero"
 
 	"github.com/imagetrust/imagetrust/scanner/internal/redact"
@@ -73,6 +74,10 @@ type Config struct {
 	MaxSBOMBytes int64
 	// MaxArchiveBytes bounds archives fetched by ImportOCI; 0 selects DefaultMaxArchiveBytes.
 	MaxArchiveBytes int64
+	// OCINameOptions returns how ImportOCI parses a reference, e.g. the registry client's
+	// NameOptions so a plain-HTTP registry listed as insecure is reached over HTTP; nil parses
+	// references with go-containerregistry's defaults.
+	OCINameOptions func(ref string) []name.Option
 	// CheckTimeout and UpdateTimeout bound the listing check and the archive download of Update;
 	// 0 selects grype's defaults (30 s and 300 s).
 	CheckTimeout, UpdateTimeout time.Duration

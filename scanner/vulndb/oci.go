@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,11 +74,16 @@ func (m *Manager) ImportOCI(ctx context.Context, ref string, opts ...remote.Opti
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	r, err := name.ParseReference(ref)
+	var nameOpts []name.Option
+	if m.cfg.OCINameOptions != nil {
+		nameOpts = m.cfg.OCINameOptions(ref)
+	}
+	r, err := name.ParseReference(ref, nameOpts...)
 	if err != nil {
 		return false, m.fail(sanitized(ErrArtifact, "parse reference", err))
 	}
-	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
+	// this call's context last: options built once at start-up may carry another one
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
 
 	m.installMu.Lock()
 	defer m.installMu.Unlock()
@@ -226,7 +232,7 @@ func PushArchiveOCI(ctx context.Context, ref, archivePath string, opts ...remote
 	if err != nil {
 		return "", fmt.Errorf("vulndb: read archive: %w", err)
 	}
-	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
 	repo := r.Context()
 	if err := remote.WriteLayer(repo, layer, opts...); err != nil {
 		return "", sanitized(ErrUpdate, "upload archive to "+repo.String(), err)

@@ -42,6 +42,7 @@ type config struct {
 	tls         bool
 	tagPageSize int
 	logOutput   io.Writer
+	noReferrers bool
 }
 
 // WithBasicAuth makes every request require HTTP basic auth with these credentials; others get
@@ -60,6 +61,14 @@ func WithTLS() Option {
 // client's n and sends no Link header.
 func WithTagPagination(n int) Option {
 	return func(c *config) { c.tagPageSize = n }
+}
+
+// WithoutReferrersAPI serves no OCI referrers API: its endpoint answers 404, as the
+// distribution registry (v3) and other registries without the API do, so clients fall back to
+// the referrers tag schema ("sha256-<hex>" index tags, which go-containerregistry's writer
+// maintains when it pushes a manifest with a subject).
+func WithoutReferrersAPI() Option {
+	return func(c *config) { c.noReferrers = true }
 }
 
 // WithLogOutput sends ggcr's per-request log lines to w (discarded by default).
@@ -151,7 +160,11 @@ type Fault struct {
 	Body string
 	// Delay is slept before answering (or before passing through when Status is -1).
 	Delay time.Duration
+	// Every, when above 1, makes only every Every-th matching request fail (the others pass
+	// through and do not count towards Times): "every third request answers 429".
+	Every int
 
+	seen int
 	hits int
 	reg  *Registry
 }
@@ -171,6 +184,7 @@ type Registry struct {
 	overrides   []func(http.ResponseWriter, *http.Request) bool
 	inFlight    int
 	maxInFlight int
+	tlsAttempts int
 	closeOnce   sync.Once
 }
 
@@ -195,13 +209,16 @@ func Start(opts ...Option) (*Registry, error) {
 	r := &Registry{
 		cfg: cfg,
 		inner: registry.New(
-			registry.WithReferrersSupport(true),
+			registry.WithReferrersSupport(!cfg.noReferrers),
 			registry.Logger(log.New(cfg.logOutput, "registrytest: ", log.LstdFlags)),
 		),
 	}
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
 	// TLS handshake failures are expected in tests of certificate handling; keep them quiet.
 	r.srv.Config.ErrorLog = log.New(cfg.logOutput, "registrytest: ", log.LstdFlags)
+	if !cfg.tls {
+		r.srv.Listener = &probeListener{Listener: r.srv.Listener, reg: r}
+	}
 	if cfg.tls {
 		r.srv.StartTLS()
 		r.pool = x509.NewCertPool()
@@ -296,13 +313,24 @@ func (r *Registry) MaxInFlight() int {
 	return r.maxInFlight
 }
 
-// Reset zeroes the counters, the request log and MaxInFlight; faults and overrides stay.
+// TLSAttempts returns how many connections to this plain-HTTP registry opened with a TLS
+// handshake since start or the last Reset: the https half of a client's scheme probe, which
+// the server answers with an HTTP error and which never becomes a request in Counts.
+func (r *Registry) TLSAttempts() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tlsAttempts
+}
+
+// Reset zeroes the counters, the request log, TLSAttempts and MaxInFlight; faults and
+// overrides stay.
 func (r *Registry) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts = Counts{}
 	r.log = nil
 	r.maxInFlight = r.inFlight
+	r.tlsAttempts = 0
 }
 
 // Fail injects a fault: the next `times` requests (negative = all) whose path contains
@@ -509,6 +537,10 @@ func (r *Registry) matchFault(req *http.Request) *Fault {
 			continue
 		}
 		if f.PathContains != "" && !strings.Contains(req.URL.Path, f.PathContains) {
+			continue
+		}
+		f.seen++
+		if f.Every > 1 && f.seen%f.Every != 0 {
 			continue
 		}
 		f.hits++

@@ -101,6 +101,12 @@ func Attest(ctx context.Context, ref name.Digest, subject name.Digest, predicate
 	if err != nil {
 		return err
 	}
+	return AttestRaw(ctx, ref, predicateType, stBytes, s, opts...)
+}
+
+// AttestRaw signs statement bytes as they are (well-formed or not) into a DSSE attestation on
+// ref's ".att" tag: the "signer published garbage" cases a verifier must name as such.
+func AttestRaw(ctx context.Context, ref name.Digest, predicateType string, stBytes []byte, s Signer, opts ...ociremote.Option) error {
 	sv, certPEM, chainPEM := s.material()
 	envelope, err := dsse.WrapSigner(sv, ctypes.IntotoPayloadType).SignMessage(bytes.NewReader(stBytes))
 	if err != nil {
