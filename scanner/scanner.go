@@ -591,5 +591,6 @@ func TopFindings(findings []vulndb.Finding, n int) []vulndb.Finding {
 // verifier is a Verifier over the registry client's current options, built per call so that
 // the connections it reuses are the client's current ones (renewed every few minutes).
 func (s *Scanner) verifier(ctx context.Context) *verify.Verifier {
-	return &verify.Verifier{RegistryOptions: s.cfg.Registry.RemoteOptions(ctx)}
+	// one referrers listing per image, shared with the SBOM referrer source
+	return &verify.Verifier{RegistryOptions: s.cfg.Registry.RemoteOptions(ctx), Referrers: s.cfg.Registry.Referrers}
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -445,13 +443,4 @@ func TestImagePolicyWarningsAreAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mustRandomImage(t *testing.T) ggcrv1.Image {
-	t.Helper()
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
 }

@@ -265,14 +265,11 @@ func certPool(data []byte) (*x509.CertPool, error) {
 // logKeys parses the PEM public keys of transparency logs into cosign's log-ID-keyed set.
 func logKeys(data []byte, ecdsaOnly bool) (*cosign.TrustedTransparencyLogPubKeys, error) {
 	keys := cosign.NewTrustedTransparencyLogPubKeys()
-	rest := bytes.TrimSpace(data)
-	for len(rest) > 0 {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("invalid PEM public key")
-		}
-		rest = bytes.TrimSpace(rest)
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, block := range blocks {
 		one := pem.EncodeToMemory(block)
 		pub, err := cryptoutils.UnmarshalPEMToPublicKey(one)
 		if err != nil {
@@ -290,6 +287,22 @@ func logKeys(data []byte, ecdsaOnly bool) (*cosign.TrustedTransparencyLogPubKeys
 		return nil, errors.New("no PEM public key found")
 	}
 	return &keys, nil
+}
+
+// pemBlocks splits data into its PEM blocks; anything that is not PEM is an error.
+func pemBlocks(data []byte) ([]*pem.Block, error) {
+	var out []*pem.Block
+	rest := bytes.TrimSpace(data)
+	for len(rest) > 0 {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("invalid PEM public key")
+		}
+		rest = bytes.TrimSpace(rest)
+		out = append(out, block)
+	}
+	return out, nil
 }
 
 // Fingerprint is "SHA256:" followed by the hex SHA-256 of the DER (PKIX) encoding of pub.

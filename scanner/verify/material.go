@@ -9,8 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"time"
 
@@ -62,14 +60,11 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 // logs use.
 func logsFromPEM(data []byte) (map[string]*root.TransparencyLog, error) {
 	logs := map[string]*root.TransparencyLog{}
-	rest := bytes.TrimSpace(data)
-	for len(rest) > 0 {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("invalid PEM public key")
-		}
-		rest = bytes.TrimSpace(rest)
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, block := range blocks {
 		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 		if err != nil {
 			return nil, fmt.Errorf("invalid PEM public key: %v", err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -56,6 +57,24 @@ type referrerSet struct {
 	listed             bool
 }
 
+// listReferrers lists the image's referrers through the Verifier's lister, or directly.
+func (r *run) listReferrers(ctx context.Context) (*v1.IndexManifest, error) {
+	if r.v.Referrers != nil {
+		im, err := r.v.Referrers(ctx, r.ref)
+		if err != nil || im == nil {
+			return im, err
+		}
+		cp := *im // the lister's copy is shared: never cut it in place
+		cp.Manifests = slices.Clone(im.Manifests)
+		return &cp, nil
+	}
+	idx, err := remote.Referrers(r.ref, r.remoteOptions(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	return idx.IndexManifest()
+}
+
 // referrers lists the image's referrers once per run (the referrers API, or the tag-schema
 // index on registries without it) and fetches the manifests of those that may be signatures.
 func (r *run) referrers(ctx context.Context) *referrerSet {
@@ -64,12 +83,7 @@ func (r *run) referrers(ctx context.Context) *referrerSet {
 	}
 	set := &referrerSet{}
 	r.refs = set
-	opts := r.remoteOptions(ctx)
-	idx, err := remote.Referrers(r.ref, opts...)
-	var im *v1.IndexManifest
-	if err == nil {
-		im, err = idx.IndexManifest()
-	}
+	im, err := r.listReferrers(ctx)
 	if err != nil {
 		set.errs = append(set.errs, fmt.Sprintf("registry error: listing referrers of %s: %s", r.ref.DigestStr(), sanitize(err.Error())))
 		return set

@@ -95,6 +95,9 @@ type Verifier struct {
 	// RegistryOptions are go-containerregistry options (keychain, transport, retries) used
 	// for every registry call. With none, registries are accessed anonymously.
 	RegistryOptions []remote.Option
+	// Referrers, when set, lists a subject's referrers (the registry client's, which every
+	// consumer of an image's referrers shares); nil lists them with RegistryOptions.
+	Referrers func(ctx context.Context, subject name.Digest) (*v1.IndexManifest, error)
 }
 
 // VerifyDigestSignature checks that an arbitrary artifact digest (an image, an index, an SBOM
