@@ -455,6 +455,10 @@ func TestRBACWiring(t *testing.T) {
 		{"no secret watch anywhere", authorizationv1.ResourceAttributes{Verb: "watch", Resource: "secrets"}, false},
 		{"no secret list in kube-system", authorizationv1.ResourceAttributes{Namespace: "kube-system", Verb: "list", Resource: "secrets"}, false},
 		{"get a named pull secret", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "get", Resource: "secrets"}, true},
+		{"get a trust root ConfigMap", authorizationv1.ResourceAttributes{Namespace: "imagetrust-system", Verb: "get", Resource: "configmaps"}, true},
+		{"no ConfigMap list anywhere", authorizationv1.ResourceAttributes{Verb: "list", Resource: "configmaps"}, false},
+		{"no ConfigMap watch anywhere", authorizationv1.ResourceAttributes{Verb: "watch", Resource: "configmaps"}, false},
+		{"no ConfigMap writes", authorizationv1.ResourceAttributes{Namespace: "imagetrust-system", Verb: "update", Resource: "configmaps"}, false},
 		{"no policy writes", authorizationv1.ResourceAttributes{Verb: "update", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustpolicies"}, false},
 		{"no RBAC escalation", authorizationv1.ResourceAttributes{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"}, false},
 	}
@@ -580,6 +584,9 @@ func TestNamespacedModeRBAC(t *testing.T) {
 		{"a watched namespace's pull secret", settle, true},
 		{"a named Secret in kube-system", authorizationv1.ResourceAttributes{Namespace: "kube-system", Verb: "get", Resource: "secrets"}, false},
 		{"a named Secret in default", authorizationv1.ResourceAttributes{Namespace: "default", Verb: "get", Resource: "secrets"}, false},
+		{"a watched namespace's trust root ConfigMap", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "get", Resource: "configmaps"}, true},
+		{"a ConfigMap in kube-system", authorizationv1.ResourceAttributes{Namespace: "kube-system", Verb: "get", Resource: "configmaps"}, false},
+		{"ConfigMaps listed in the watched namespace", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "list", Resource: "configmaps"}, false},
 		{"pods in the watched namespace", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "watch", Resource: "pods"}, true},
 		{"pods cluster-wide", authorizationv1.ResourceAttributes{Verb: "list", Resource: "pods"}, false},
 		{"reports in the watched namespace", authorizationv1.ResourceAttributes{Namespace: "apps", Verb: "create", Group: securityv1alpha1.GroupVersion.Group, Resource: "imagetrustreports"}, true},
@@ -774,8 +781,9 @@ func TestSamplesAreAcceptedByTheCRDs(t *testing.T) {
 		len(gate.Spec.Vulnerabilities.Ignore) != 1 || gate.Spec.Vulnerabilities.Ignore[0].Expires == nil {
 		t.Errorf("critical gate sample = %+v, want failOnSeverity Critical and one expiring exception", gate)
 	}
-	if len(policies) != 4 {
-		t.Errorf("stored %d policies, want the 4 samples", len(policies))
+	checkTrustSamples(t, policies)
+	if len(policies) != 6 {
+		t.Errorf("stored %d policies, want the 6 samples", len(policies))
 	}
 
 	scan := &securityv1alpha1.RegistryScan{}
@@ -784,6 +792,30 @@ func TestSamplesAreAcceptedByTheCRDs(t *testing.T) {
 	}
 	if f := scan.Spec.TagFilter; len(f.Include) == 0 || len(f.Exclude) == 0 || f.Semver == "" || f.Latest != 5 {
 		t.Errorf("RegistryScan sample tag filter = %+v", f)
+	}
+}
+
+// checkTrustSamples checks the samples of each trust source: the public-good TUF root for the
+// cosign key and GitHub keyless samples, a trusted_root.json ConfigMap for the private CA, and
+// a Notation trust policy.
+func checkTrustSamples(t *testing.T, policies map[string]*securityv1alpha1.ImageTrustPolicy) {
+	t.Helper()
+	for _, name := range []string{"payments-release-key", "example-org-keyless"} {
+		if p := policies[name]; p == nil || p.Spec.Authorities[0].TrustRoot == nil || p.Spec.Authorities[0].TrustRoot.TUF == nil ||
+			p.Spec.Authorities[0].TrustRoot.TUF.Mirror != "" {
+			t.Errorf("sample %s does not name the public-good TUF root", name)
+		}
+	}
+	private := policies["internal-ci-keyless"]
+	if private == nil || private.Spec.Authorities[0].Keyless == nil || private.Spec.Authorities[0].Keyless.Roots != "" ||
+		private.Spec.Authorities[0].TrustRoot == nil || private.Spec.Authorities[0].TrustRoot.TrustedRoot == nil ||
+		private.Spec.Authorities[0].TrustRoot.TrustedRoot.ConfigMapRef == nil {
+		t.Errorf("private-CA keyless sample = %+v, want a trusted_root.json ConfigMap and no pasted roots", private)
+	}
+	notary := policies["wabbit-networks-notation"]
+	if notary == nil || notary.Spec.Authorities[0].Notation == nil || notary.Spec.Authorities[0].Notation.TrustStore == nil ||
+		len(notary.Spec.Authorities[0].Notation.TrustedIdentities) != 1 || notary.Spec.Authorities[0].Notation.Level != securityv1alpha1.NotationStrict {
+		t.Errorf("notation sample = %+v", notary)
 	}
 }
 
@@ -825,7 +857,7 @@ func TestBrokenManifestsAreRejected(t *testing.T) {
 				u.SetName("broken-no-authorities")
 				unstructured.RemoveNestedField(u.Object, "spec", "authorities")
 			},
-			want: "authorities must list at least one key or keyless identity when requireSignature is true",
+			want: "authorities must list at least one key, keyless identity or notation trust policy when requireSignature is true",
 		},
 		{
 			name: "scan with a bad regexp", obj: find(t, samples, "RegistryScan", "payments-releases"),

@@ -382,6 +382,9 @@ func (h *harness) start() {
 		Clock:              h.clock,
 		Events:             h.events,
 		SkipNameValidation: true,
+		// Tests never reach for the public-good Sigstore instance.
+		TrustRootCacheDir:          t.TempDir(),
+		DisablePublicGoodTrustRoot: true,
 	}
 	if h.tune != nil {
 		h.tune(&opts)

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,6 +40,12 @@ type compiledPolicy struct {
 	Scanner    scanner.Policy
 	Selector   labels.Selector // nil matches every namespace
 	Schedule   cron.Schedule   // nil when the schedule does not parse
+	// TrustRoots are the trust-root providers the policy names, kept in the pool while it
+	// exists, loaded or not.
+	TrustRoots []scanner.TrustRootProvider
+	// Pending and Unavailable are the problems of trust roots still loading, and of those
+	// whose loads failed; both are in Scanner.Problems too.
+	Pending, Unavailable []string
 }
 
 // Stalled reports whether a person must fix the policy.
@@ -48,18 +56,29 @@ func AuthorityName(policyName, authority string) string {
 	return policyconv.AuthorityName(policyName, authority)
 }
 
-// compilePolicy converts an ImageTrustPolicy. Secrets are read through reader (the API reader:
-// Secrets are never cached by the manager). Only a failing API call is returned as an error;
-// everything a person must fix lands in Problems.
-func compilePolicy(ctx context.Context, reader client.Reader, p *securityv1alpha1.ImageTrustPolicy) (*compiledPolicy, error) {
+// compilePolicy converts an ImageTrustPolicy. Secrets and ConfigMaps are read with direct gets
+// through reader (the API reader: the manager caches neither), trust roots come from roots (nil:
+// none). Only a failing API call is returned as an error; everything a person must fix lands in
+// Problems.
+func compilePolicy(ctx context.Context, reader client.Reader, roots *scanner.TrustRoots, p *securityv1alpha1.ImageTrustPolicy) (*compiledPolicy, error) {
 	s := p.Spec
-	conv, err := policyconv.Convert(ctx, p, func(ctx context.Context, namespace, name, key string) ([]byte, string, error) {
-		return readSecretKey(ctx, reader, namespace, name, key)
-	})
+	env := policyconv.Env{
+		Secrets: func(ctx context.Context, namespace, name, key string) ([]byte, string, error) {
+			return readSecretKey(ctx, reader, namespace, name, key)
+		},
+		ConfigMaps: func(ctx context.Context, namespace, name, key string) ([]byte, string, error) {
+			return readConfigMapKey(ctx, reader, namespace, name, key)
+		},
+	}
+	if roots != nil {
+		env.TrustRoots = roots
+	}
+	conv, err := policyconv.Convert(ctx, p, env)
 	if err != nil {
 		return nil, err
 	}
-	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy}
+	cp := &compiledPolicy{Name: p.Name, Generation: p.Generation, Scanner: conv.Policy,
+		TrustRoots: conv.TrustRoots, Pending: conv.Pending, Unavailable: conv.Unavailable}
 	if s.NamespaceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s.NamespaceSelector)
 		if err != nil {
@@ -101,6 +120,62 @@ func readSecretKey(ctx context.Context, reader client.Reader, namespace, name, k
 		return nil, fmt.Sprintf("Secret %s/%s has no key %q", namespace, name, key), nil
 	}
 	return v, "", nil
+}
+
+// readConfigMapKey reads one key of a ConfigMap (data, or binaryData). problem is set (and err
+// nil) for what a person must fix.
+func readConfigMapKey(ctx context.Context, reader client.Reader, namespace, name, key string) (data []byte, problem string, err error) {
+	var cm corev1.ConfigMap
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Sprintf("ConfigMap %s/%s not found", namespace, name), nil
+		}
+		if apierrors.IsForbidden(err) {
+			return nil, fmt.Sprintf("not allowed to read ConfigMap %s/%s", namespace, name), nil
+		}
+		return nil, "", fmt.Errorf("reading ConfigMap %s/%s: %w", namespace, name, err)
+	}
+	if v, ok := cm.Data[key]; ok {
+		return []byte(v), "", nil
+	}
+	if v, ok := cm.BinaryData[key]; ok {
+		return v, "", nil
+	}
+	return nil, fmt.Sprintf("ConfigMap %s/%s has no key %q", namespace, name, key), nil
+}
+
+// sameCompiled reports whether two compilations of a policy are the same. Trust-root providers
+// are compared by identity: a TUF provider's state changes under its own lock while it loads,
+// and must not be read without it.
+func sameCompiled(a, b *compiledPolicy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ra, rb := a.providers(), b.providers()
+	if !slices.Equal(ra, rb) {
+		return false
+	}
+	return reflect.DeepEqual(a.withoutProviders(), b.withoutProviders())
+}
+
+// providers lists every trust-root provider the compilation holds.
+func (p *compiledPolicy) providers() []scanner.TrustRootProvider {
+	out := slices.Clone(p.TrustRoots)
+	for _, a := range p.Scanner.AuthorityConfigs {
+		out = append(out, a.TrustRoot)
+	}
+	return out
+}
+
+// withoutProviders is a copy of p with its providers left out.
+func (p *compiledPolicy) withoutProviders() compiledPolicy {
+	c := *p
+	c.TrustRoots = nil
+	c.Scanner.AuthorityConfigs = slices.Clone(p.Scanner.AuthorityConfigs)
+	for i := range c.Scanner.AuthorityConfigs {
+		c.Scanner.AuthorityConfigs[i].TrustRoot = nil
+	}
+	return c
 }
 
 // appliesTo reports whether the policy covers an image (repository plus the tags it was seen

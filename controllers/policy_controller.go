@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -17,13 +16,24 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	securityv1alpha1 "github.com/imagetrust/imagetrust/api/v1alpha1"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
-// policyStatusRefresh is how often a policy's matchedReports count is refreshed.
+// policyStatusRefresh is how often a policy's matchedReports count is refreshed, and its
+// Secrets and ConfigMaps read again.
 const policyStatusRefresh = time.Minute
+
+// trustRootRecheck is how soon a policy whose trust root is still loading is compiled again,
+// should the load's notification be missed.
+const trustRootRecheck = 15 * time.Second
 
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.imagetrust.dev,resources=imagetrustpolicies/status,verbs=get;patch
+//
+// ConfigMaps holding trusted_root.json documents, TUF roots and Notation trust stores are read
+// with direct gets, never listed or watched.
+//
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 
 // PolicyReconciler compiles ImageTrustPolicies for the Engine, runs each policy's
 // re-verification schedule and reports the policy's status.
@@ -33,7 +43,10 @@ type PolicyReconciler struct {
 	Engine    *Engine
 	Clock     Clock
 	Scheduler *Scheduler
-	// Kick receives an event when a policy's schedule ran, to record it in the status.
+	// TrustRoots hands out the trust-root providers policies name (nil: none).
+	TrustRoots *scanner.TrustRoots
+	// Kick receives an event when a policy's schedule ran, to record it in the status, and
+	// when a trust root loaded, to compile the policies that name one again.
 	Kick chan event.GenericEvent
 	// StalledRetry is how long a policy that cannot be enforced waits before it is compiled
 	// again (it may be sooner: the status is refreshed every minute).
@@ -55,13 +68,14 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			delete(r.compiled, req.Name)
 			delete(r.lastVerified, req.Name)
 			r.install()
+			r.retainTrustRoots()
 			r.mu.Unlock()
 			r.Scheduler.Remove(policyScheduleKey(req.Name))
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
-	cp, err := compilePolicy(ctx, r.APIReader, &p)
+	cp, err := compilePolicy(ctx, r.APIReader, r.TrustRoots, &p)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -71,10 +85,10 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		r.compiled, r.lastVerified = map[string]*compiledPolicy{}, map[string]time.Time{}
 	}
 	prev := r.compiled[p.Name]
-	changed := prev == nil || !reflect.DeepEqual(prev, cp)
-	if changed {
+	if !sameCompiled(prev, cp) {
 		r.compiled[p.Name] = cp
 		r.install()
+		r.retainTrustRoots()
 	}
 	lastVerified := r.lastVerified[p.Name]
 	r.mu.Unlock()
@@ -106,10 +120,49 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}
 	}
 	if cp.Stalled() {
-		// Secrets are not watched: a key Secret created later is read on this retry
-		return ctrl.Result{RequeueAfter: min(policyStatusRefresh, r.StalledRetry)}, nil
+		// Secrets are not watched: a key Secret created later is read on this retry; a trust
+		// root still loading is looked at sooner, should its load notification be missed
+		retry := min(policyStatusRefresh, r.StalledRetry)
+		if len(cp.Pending) > 0 {
+			retry = min(retry, trustRootRecheck)
+		}
+		return ctrl.Result{RequeueAfter: retry}, nil
 	}
 	return ctrl.Result{RequeueAfter: policyStatusRefresh}, nil
+}
+
+// retainTrustRoots keeps in the pool the trust roots the compiled policies name and stops the
+// others. Callers hold r.mu.
+func (r *PolicyReconciler) retainTrustRoots() {
+	if r.TrustRoots == nil {
+		return
+	}
+	var keep []scanner.TrustRootProvider
+	for _, cp := range r.compiled {
+		keep = append(keep, cp.TrustRoots...)
+	}
+	r.TrustRoots.Retain(keep)
+}
+
+// trustRootLoaded queues the policies that name a trust root: one of them loaded (or failed
+// to), which may change what they can enforce. It never blocks.
+func (r *PolicyReconciler) trustRootLoaded() {
+	r.mu.Lock()
+	var evs []event.GenericEvent
+	for name, cp := range r.compiled {
+		if len(cp.TrustRoots) > 0 {
+			evs = append(evs, event.GenericEvent{Object: &securityv1alpha1.ImageTrustPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}})
+		}
+	}
+	r.mu.Unlock()
+	if len(evs) == 0 {
+		return
+	}
+	go func() {
+		for _, ev := range evs {
+			r.Kick <- ev
+		}
+	}()
 }
 
 // install hands the current set of compiled policies to the Engine. Callers hold r.mu.
@@ -171,13 +224,24 @@ func (r *PolicyReconciler) followMatches(ctx context.Context, every time.Duratio
 	}
 }
 
-// setPolicyConditions derives a policy's conditions from its compiled form.
+// setPolicyConditions derives a policy's conditions from its compiled form. A policy that
+// cannot be enforced is Stalled: for a configuration error, a trust root that failed to load,
+// or one still loading (then also Reconciling, as it resolves by itself).
 func setPolicyConditions(conds *[]metav1.Condition, cp *compiledPolicy, now time.Time) {
 	meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionReconciling)
 	if cp.Stalled() {
 		msg := strings.Join(cp.Scanner.Problems, "; ")
-		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, securityv1alpha1.ReasonInvalidConfiguration, msg, cp.Generation, now)
-		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonInvalidConfiguration, msg, cp.Generation, now)
+		reason := securityv1alpha1.ReasonInvalidConfiguration
+		switch trustRoot := len(cp.Pending) + len(cp.Unavailable); {
+		case trustRoot < len(cp.Scanner.Problems):
+		case len(cp.Unavailable) > 0:
+			reason = securityv1alpha1.ReasonTrustRootUnavailable
+		default:
+			reason = securityv1alpha1.ReasonTrustRootPending
+			setCondition(conds, securityv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, msg, cp.Generation, now)
+		}
+		setCondition(conds, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, msg, cp.Generation, now)
+		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg, cp.Generation, now)
 	} else {
 		meta.RemoveStatusCondition(conds, securityv1alpha1.ConditionStalled)
 		setCondition(conds, securityv1alpha1.ConditionReady, metav1.ConditionTrue, securityv1alpha1.ReasonSucceeded, "policy is enforced", cp.Generation, now)
@@ -194,7 +258,7 @@ func (r *PolicyReconciler) loadAll(ctx context.Context) error {
 	}
 	compiled := map[string]*compiledPolicy{}
 	for i := range list.Items {
-		cp, err := compilePolicy(ctx, r.APIReader, &list.Items[i])
+		cp, err := compilePolicy(ctx, r.APIReader, r.TrustRoots, &list.Items[i])
 		if err != nil {
 			return err
 		}

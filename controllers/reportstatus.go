@@ -37,6 +37,7 @@ const (
 	maxAuthorityLen      = 63
 	maxFingerprintLen    = 100
 	maxIdentityLen       = 512
+	maxTimeProofLen      = 256
 	maxSchemaLen         = 32
 	maxConditionMsgLen   = 32768
 	maxPolicyNameInCheck = 253
@@ -158,7 +159,9 @@ func signatureStatus(sig scanner.SignatureResult, checkedAt time.Time) *security
 		CheckedAt: metaTime(checkedAt)}
 	seen := map[string]bool{}
 	for _, sg := range sig.Signers {
-		k := sg.Authority + "|" + sg.KeyFingerprint
+		// One entry per signer and format: the same key in the legacy layout and in a bundle
+		// are two signatures, each shown with its own time proof.
+		k := sg.Authority + "|" + sg.KeyFingerprint + "|" + sg.CertificateFingerprint + "|" + string(sg.Format)
 		if seen[k] || len(ss.Signers) == maxSigners {
 			continue
 		}
@@ -166,9 +169,25 @@ func signatureStatus(sig scanner.SignatureResult, checkedAt time.Time) *security
 		ss.Signers = append(ss.Signers, securityv1alpha1.SignerIdentity{
 			Authority: trunc(sg.Authority, maxAuthorityLen), KeyFingerprint: trunc(sg.KeyFingerprint, maxFingerprintLen),
 			Subject: trunc(sg.Subject, maxIdentityLen), Issuer: trunc(sg.Issuer, maxIdentityLen),
+			Format: signatureFormat(sg.Format), TimeProof: trunc(sg.TimeProof, maxTimeProofLen),
+			CertificateSubject: trunc(sg.CertificateSubject, maxIdentityLen), CertificateFingerprint: trunc(sg.CertificateFingerprint, maxFingerprintLen),
 		})
 	}
 	return ss
+}
+
+// signatureFormat names the scanner's signature format in the API's words; a format the API
+// does not know is left out rather than failing the whole status write.
+func signatureFormat(f scanner.SignatureFormat) securityv1alpha1.SignatureFormat {
+	switch f {
+	case scanner.FormatCosignLegacy:
+		return securityv1alpha1.SignatureFormatCosignLegacy
+	case scanner.FormatSigstoreBundle:
+		return securityv1alpha1.SignatureFormatSigstoreBundle
+	case scanner.FormatNotation:
+		return securityv1alpha1.SignatureFormatNotation
+	}
+	return ""
 }
 
 func sbomStatus(s *scanner.SBOM, reason, attestationErr string) *securityv1alpha1.SBOMStatus {

@@ -91,6 +91,14 @@ type Options struct {
 	Cache *scanner.SBOMCache
 	// Generator overrides the Syft SBOM generator (nil: the scanner's default).
 	Generator scanner.SBOMSource
+	// TrustRootCacheDir holds the TUF trust roots' caches (a subdirectory per source), so a
+	// restart while the repository is unreachable still verifies. Empty refuses TUF trust
+	// roots: policies naming one are Stalled.
+	TrustRootCacheDir string
+	// DisablePublicGoodTrustRoot refuses the public-good Sigstore trust root, so the manager
+	// never contacts tuf-repo-cdn.sigstore.dev (air-gapped clusters): policies that name it, or
+	// keyless authorities with no roots, are Stalled saying so.
+	DisablePublicGoodTrustRoot bool
 	// Clock defaults to the wall clock.
 	Clock Clock
 	// Events overrides the manager's event recorder.
@@ -176,7 +184,9 @@ type Controllers struct {
 	Scheduler     *Scheduler
 	RegistryScans *RegistryScanReconciler
 	Policies      *PolicyReconciler
-	db            *dbRunner
+	// TrustRoots are the trust-root providers the policies name, one per source.
+	TrustRoots *scanner.TrustRoots
+	db         *dbRunner
 }
 
 // CheckDBArchive checks the DB archive file for changes now, as its poll job does.
@@ -203,6 +213,14 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) (*Controllers
 	engine := newEngine(writer, opts, sched, pool, log.WithName("engine"))
 	ctrls := &Controllers{Engine: engine, Scheduler: sched, db: newDBRunner(opts.DB, opts.DBSource, engine, sched, opts.Clock, log.WithName("vulndb"))}
 	ctrls.Admission = newAdmission(mgr.GetClient(), mgr.GetAPIReader(), pool)
+	ctrls.TrustRoots = scanner.NewTrustRoots(scanner.TrustRootsConfig{
+		CacheDir: opts.TrustRootCacheDir, DisablePublicGood: opts.DisablePublicGoodTrustRoot,
+		OnLoad: func() {
+			if p := ctrls.Policies; p != nil {
+				p.trustRootLoaded()
+			}
+		},
+	})
 	nss, err := ctrls.addReconcilers(mgr, opts, pool)
 	if err != nil {
 		return nil, err
@@ -277,7 +295,7 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 		WithOptions(ctrlOpts(2)).Complete(c.RegistryScans); err != nil {
 		return nil, err
 	}
-	c.Policies = &PolicyReconciler{Client: cl, APIReader: reader, Engine: engine,
+	c.Policies = &PolicyReconciler{Client: cl, APIReader: reader, Engine: engine, TrustRoots: c.TrustRoots,
 		Clock: opts.Clock, Scheduler: c.Scheduler, Kick: make(chan event.GenericEvent, 64), StalledRetry: opts.StalledRetryInterval}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("imagetrustpolicy").
 		For(&securityv1alpha1.ImageTrustPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -288,12 +306,20 @@ func (c *Controllers) addReconcilers(mgr manager.Manager, opts Options, pool *sc
 	return nss, nil
 }
 
-// addRunnables adds the scheduler, the Engine, the DB runner and the GC to the manager.
+// addRunnables adds the scheduler, the Engine, the DB runner, the trust roots' loads and the
+// GC to the manager.
 func (c *Controllers) addRunnables(mgr manager.Manager) error {
 	for _, r := range []manager.Runnable{c.Scheduler, c.Engine, c.db, c.Admission} {
 		if err := mgr.Add(r); err != nil {
 			return err
 		}
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		c.TrustRoots.Start(ctx)
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		c.Engine.armGC(ctx)

@@ -16,6 +16,7 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/verify"
+	"github.com/imagetrust/imagetrust/scanner/verify/trustroot"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
@@ -50,6 +51,8 @@ type (
 	SignatureResult = verify.SignatureResult
 	// Signer identifies who made a verified signature.
 	Signer = verify.Signer
+	// SignatureFormat is the layout and envelope a signature verified in.
+	SignatureFormat = verify.SignatureFormat
 	// SignatureState is Verified, Unsigned, Invalid, Error or NotRequired.
 	SignatureState = verify.State
 	// Verdict is Trusted, Untrusted or Unknown.
@@ -60,7 +63,17 @@ type (
 	PolicyResult = policy.Result
 	// Outcome is one check's result.
 	Outcome = policy.Outcome
+	// TrustRootProvider supplies an authority's Sigstore trusted material without blocking.
+	TrustRootProvider = trustroot.Provider
+	// TrustRoots hands out one trust-root provider per source and runs the TUF ones.
+	TrustRoots = trustroot.Pool
+	// TrustRootsConfig configures TrustRoots: TUF cache, the public-good switch, load hooks.
+	TrustRootsConfig = trustroot.PoolConfig
 )
+
+// NewTrustRoots returns an empty pool of trust-root providers; it contacts nothing until
+// Start.
+func NewTrustRoots(cfg TrustRootsConfig) *TrustRoots { return trustroot.NewPool(cfg) }
 
 // Signature states and verdicts.
 const (
@@ -71,6 +84,10 @@ const (
 	Trusted   = policy.Trusted
 	Untrusted = policy.Untrusted
 	Unknown   = policy.Unknown
+
+	FormatCosignLegacy   = verify.FormatCosignLegacy
+	FormatSigstoreBundle = verify.FormatSigstoreBundle
+	FormatNotation       = verify.FormatNotation
 )
 
 // Errors callers test with errors.Is.

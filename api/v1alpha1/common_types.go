@@ -27,6 +27,12 @@ const (
 	ReasonProgressingWithRetry = "ProgressingWithRetry"
 	// ReasonInvalidConfiguration: a policy cannot be enforced until a person fixes it.
 	ReasonInvalidConfiguration = "InvalidConfiguration"
+	// ReasonTrustRootPending: a trust root a policy names is still loading (TUF); the policy
+	// is re-evaluated when it loads (Stalled, Reconciling, Ready).
+	ReasonTrustRootPending = "TrustRootPending"
+	// ReasonTrustRootUnavailable: a trust root a policy names could not be loaded (TUF
+	// repository unreachable, metadata refused); loading is retried with backoff.
+	ReasonTrustRootUnavailable = "TrustRootUnavailable"
 
 	// ReasonVerified: a signature of an authority verified (SignatureVerified).
 	ReasonVerified = "Verified"
@@ -124,4 +130,39 @@ type SecretKeyReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Key string `json:"key"`
+}
+
+// ConfigMapKeyReference names a key of a ConfigMap in a given namespace.
+type ConfigMapKeyReference struct {
+	// Namespace of the ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+	// Name of the ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+	// Key within the ConfigMap's data (or binaryData).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// DataSource is a document held inline, in a ConfigMap key or in a Secret key. Referenced
+// objects are read with a direct get when the policy is reconciled (about once a minute), so
+// an edit is picked up without restarting anything.
+// +kubebuilder:validation:XValidation:rule="(has(self.data) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",message="set exactly one of data, configMapRef or secretRef"
+type DataSource struct {
+	// Data is the document itself.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Data string `json:"data,omitempty"`
+	// ConfigMapRef names a ConfigMap key holding the document.
+	// +optional
+	ConfigMapRef *ConfigMapKeyReference `json:"configMapRef,omitempty"`
+	// SecretRef names a Secret key holding the document.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
 }

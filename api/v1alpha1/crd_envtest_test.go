@@ -61,6 +61,26 @@ func validPolicy(name string) *v1.ImageTrustPolicy {
 	}
 }
 
+// formatAuthorities is one authority per trust-root source and a Notation authority.
+func formatAuthorities() []v1.Authority {
+	cm := &v1.ConfigMapKeyReference{Namespace: "imagetrust-system", Name: "sigstore", Key: "trusted_root.json"}
+	id := []v1.KeylessIdentity{{Issuer: "https://token.actions.githubusercontent.com", Subject: "https://github.com/example/app/.github/workflows/release.yml@refs/heads/main"}}
+	return []v1.Authority{
+		{Name: "public-good", Keyless: &v1.KeylessAuthority{Identities: id}, TrustRoot: &v1.TrustRoot{TUF: &v1.TUFTrustRoot{}}},
+		{Name: "mirror", Keyless: &v1.KeylessAuthority{Identities: id}, TrustRoot: &v1.TrustRoot{TUF: &v1.TUFTrustRoot{
+			Mirror: "https://tuf.internal.example", Root: &v1.DataSource{SecretRef: &v1.SecretKeyReference{Namespace: "imagetrust-system", Name: "tuf", Key: "root.json"}}}}},
+		{Name: "private-ca", Keyless: &v1.KeylessAuthority{Identities: id}, TrustRoot: &v1.TrustRoot{TrustedRoot: &v1.DataSource{ConfigMapRef: cm}}},
+		{Name: "key-with-rekor", Key: &v1.KeyAuthority{Data: testKey}, TrustRoot: &v1.TrustRoot{TrustedRoot: &v1.DataSource{Data: "{}"}}},
+		{Name: "notary", Notation: &v1.NotationAuthority{
+			TrustStore:        &v1.DataSource{ConfigMapRef: &v1.ConfigMapKeyReference{Namespace: "imagetrust-system", Name: "notation", Key: "ca.pem"}},
+			RegistryScopes:    []string{"registry.example.com/team/app"},
+			TrustedIdentities: []string{"x509.subject: C=US, ST=WA, O=Example, CN=release"},
+			Revocation:        v1.NotationRevocationSkip,
+		}},
+		{Name: "notary-off", Notation: &v1.NotationAuthority{Level: v1.NotationSkip}},
+	}
+}
+
 func validScan(name string) *v1.RegistryScan {
 	return &v1.RegistryScan{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
@@ -85,6 +105,13 @@ func validReport(name string) *v1.ImageTrustReport {
 			WorkloadCount: 1,
 		},
 	}
+}
+
+// withAuthority is a valid policy whose first authority is replaced.
+func withAuthority(name string, a v1.Authority) *v1.ImageTrustPolicy {
+	p := validPolicy(name)
+	p.Spec.Authorities[0] = a
+	return p
 }
 
 func TestValidObjectsAccepted(t *testing.T) {
@@ -124,6 +151,27 @@ func TestValidObjectsAccepted(t *testing.T) {
 	}
 	if err := env.Client.Create(ctx, validReport("accepted")); err != nil {
 		t.Fatalf("valid report rejected: %v", err)
+	}
+	formats := validPolicy("accepted-formats")
+	formats.Spec.Authorities = formatAuthorities()
+	if err := env.Client.Create(ctx, formats); err != nil {
+		t.Fatalf("policy with trust roots and a notation authority rejected: %v", err)
+	}
+	if got := formats.Spec.Authorities[4].Notation.Level; got != v1.NotationStrict {
+		t.Errorf("notation.level default = %q, want strict", got)
+	}
+	signed := validReport("accepted-signers")
+	if err := env.Client.Create(ctx, signed); err != nil {
+		t.Fatal(err)
+	}
+	signed.Status.Signature = &v1.SignatureStatus{State: v1.SignatureVerified, Signers: []v1.SignerIdentity{
+		{Authority: "p/release", KeyFingerprint: "SHA256:ab", Format: v1.SignatureFormatSigstoreBundle, TimeProof: "rekor v2 log index 3 (inclusion proof, checkpoint)"},
+		{Authority: "p/ci", Subject: "dev@example.com", Issuer: "https://issuer.example", Format: v1.SignatureFormatCosignLegacy, TimeProof: "none: transparency log ignored"},
+		{Authority: "p/notary", KeyFingerprint: "SHA256:cd", Format: v1.SignatureFormatNotation, TimeProof: "RFC 3161 timestamp countersignature",
+			CertificateSubject: "CN=release,O=Example,ST=WA,C=US", CertificateFingerprint: "SHA256:ef"},
+	}}
+	if err := env.Client.Status().Update(ctx, signed); err != nil {
+		t.Fatalf("signers with formats, time proofs and certificates rejected: %v", err)
 	}
 	// Descriptor schedules are valid too.
 	for i, s := range []v1.CronSchedule{"@hourly", "@every 90m", "0 3 * * 1-5", "*/5 * * * *"} {
@@ -167,12 +215,83 @@ func TestInvalidObjectsRejected(t *testing.T) {
 			return p
 		}, nil, `Unsupported value: "Severe"`},
 		{"empty authorities", func() client.Object { p := validPolicy("no-auth"); p.Spec.Authorities = nil; return p }, nil,
-			"authorities must list at least one key or keyless identity"},
+			"authorities must list at least one key, keyless identity or notation trust policy"},
 		{"key and keyless in one authority", func() client.Object {
 			p := validPolicy("both")
 			p.Spec.Authorities[0].Keyless = p.Spec.Authorities[1].Keyless
 			return p
-		}, nil, "exactly one of key or keyless"},
+		}, nil, "exactly one of key, keyless or notation"},
+		{"key and notation in one authority", func() client.Object {
+			a := formatAuthorities()[4]
+			a.Key = &v1.KeyAuthority{Data: testKey}
+			return withAuthority("key-and-notation", a)
+		}, nil, "exactly one of key, keyless or notation"},
+		{"trust root with tuf and trustedRoot", func() client.Object {
+			a := formatAuthorities()[2]
+			a.TrustRoot.TUF = &v1.TUFTrustRoot{}
+			return withAuthority("two-sources", a)
+		}, nil, "exactly one of tuf or trustedRoot"},
+		{"empty trust root", func() client.Object {
+			a := formatAuthorities()[2]
+			a.TrustRoot = &v1.TrustRoot{}
+			return withAuthority("no-source", a)
+		}, nil, "exactly one of tuf or trustedRoot"},
+		{"data source with two places", func() client.Object {
+			a := formatAuthorities()[2]
+			a.TrustRoot.TrustedRoot.Data = "{}"
+			return withAuthority("two-places", a)
+		}, nil, "exactly one of data, configMapRef or secretRef"},
+		{"empty data source", func() client.Object {
+			a := formatAuthorities()[2]
+			a.TrustRoot.TrustedRoot = &v1.DataSource{}
+			return withAuthority("no-place", a)
+		}, nil, "exactly one of data, configMapRef or secretRef"},
+		{"configMapRef without key", func() client.Object {
+			a := formatAuthorities()[2]
+			a.TrustRoot.TrustedRoot.ConfigMapRef.Key = ""
+			return withAuthority("no-cm-key", a)
+		}, nil, "configMapRef.key"},
+		{"tuf mirror that is not a URL", func() client.Object {
+			a := formatAuthorities()[1]
+			a.TrustRoot.TUF.Mirror = "tuf.internal.example"
+			return withAuthority("mirror-not-url", a)
+		}, nil, "trustRoot.tuf.mirror"},
+		{"notation authority with a trust root", func() client.Object {
+			a := formatAuthorities()[4]
+			a.TrustRoot = &v1.TrustRoot{TUF: &v1.TUFTrustRoot{}}
+			return withAuthority("notation-trust-root", a)
+		}, nil, "a notation authority takes its trust from notation.trustStore"},
+		{"notation authority ignoring the log", func() client.Object {
+			a := formatAuthorities()[4]
+			a.IgnoreTransparencyLog = true
+			return withAuthority("notation-tlog", a)
+		}, nil, "a notation authority takes its trust from notation.trustStore"},
+		{"notation without a trust store", func() client.Object {
+			a := formatAuthorities()[4]
+			a.Notation.TrustStore = nil
+			return withAuthority("notation-no-store", a)
+		}, nil, "notation.trustStore is required unless level is skip"},
+		{"notation identity that is not a DN", func() client.Object {
+			a := formatAuthorities()[4]
+			a.Notation.TrustedIdentities = []string{"CN=release"}
+			return withAuthority("notation-bad-id", a)
+		}, nil, `trustedIdentities are "*" or "x509.subject: <DN>"`},
+		{"unknown notation level", func() client.Object {
+			a := formatAuthorities()[4]
+			a.Notation.Level = "lenient"
+			return withAuthority("notation-level", a)
+		}, nil, `Unsupported value: "lenient"`},
+		{"unknown notation revocation", func() client.Object {
+			a := formatAuthorities()[4]
+			a.Notation.Revocation = "ocsp"
+			return withAuthority("notation-revocation", a)
+		}, nil, `Unsupported value: "ocsp"`},
+		{"unknown signer format", func() client.Object { return validReport("bad-format") }, func(o client.Object) {
+			o.(*v1.ImageTrustReport).Status.Signature = &v1.SignatureStatus{State: v1.SignatureVerified, Signers: []v1.SignerIdentity{{Format: "cosign-v3"}}}
+		}, `Unsupported value: "cosign-v3"`},
+		{"overlong time proof", func() client.Object { return validReport("long-proof") }, func(o client.Object) {
+			o.(*v1.ImageTrustReport).Status.Signature = &v1.SignatureStatus{State: v1.SignatureVerified, Signers: []v1.SignerIdentity{{TimeProof: strings.Repeat("x", 257)}}}
+		}, "timeProof: Too long"},
 		{"key that is not PEM", func() client.Object {
 			p := validPolicy("not-pem")
 			p.Spec.Authorities[0].Key.Data = "ssh-ed25519 AAAA"

@@ -19,7 +19,7 @@ const (
 )
 
 // ImageTrustPolicySpec says which images a policy covers and what they must satisfy.
-// +kubebuilder:validation:XValidation:rule="!self.requireSignature || (has(self.authorities) && size(self.authorities) > 0)",message="authorities must list at least one key or keyless identity when requireSignature is true"
+// +kubebuilder:validation:XValidation:rule="!self.requireSignature || (has(self.authorities) && size(self.authorities) > 0)",message="authorities must list at least one key, keyless identity or notation trust policy when requireSignature is true"
 type ImageTrustPolicySpec struct {
 	// Images are glob patterns matched against the image repository, with or without a tag,
 	// for example "registry.example.com/team/*" or "ghcr.io/org/app*". "*" matches within one
@@ -148,8 +148,10 @@ type AdmissionSpec struct {
 	OnUnknown UnknownAction `json:"onUnknown,omitempty"`
 }
 
-// Authority is one trusted signer: a cosign public key or a keyless (Fulcio) identity.
-// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="an authority sets exactly one of key or keyless"
+// Authority is one trusted signer: a cosign public key, a keyless (Fulcio) identity or a
+// Notation trust policy.
+// +kubebuilder:validation:XValidation:rule="(has(self.key) ? 1 : 0) + (has(self.keyless) ? 1 : 0) + (has(self.notation) ? 1 : 0) == 1",message="an authority sets exactly one of key, keyless or notation"
+// +kubebuilder:validation:XValidation:rule="!has(self.notation) || (!has(self.trustRoot) && !has(self.rekorPublicKey) && !(has(self.ignoreTransparencyLog) && self.ignoreTransparencyLog))",message="a notation authority takes its trust from notation.trustStore: trustRoot, rekorPublicKey and ignoreTransparencyLog do not apply"
 type Authority struct {
 	// Name identifies the authority in reports and events.
 	// +kubebuilder:validation:MinLength=1
@@ -165,8 +167,22 @@ type Authority struct {
 	// +optional
 	Keyless *KeylessAuthority `json:"keyless,omitempty"`
 
-	// IgnoreTransparencyLog accepts signatures without a transparency-log (Rekor) proof.
-	// Needed for private deployments without Rekor; weakens keyless verification.
+	// Notation trusts Notary Project signatures (JWS or COSE envelopes) under a Notation trust
+	// policy.
+	// +optional
+	Notation *NotationAuthority `json:"notation,omitempty"`
+
+	// TrustRoot supplies Sigstore trusted material — Fulcio CAs, Rekor logs, CT logs and
+	// timestamp authorities — in addition to the inline keyless.roots, rekorPublicKey and
+	// keyless.ctLogPublicKey. A keyless authority that names neither a trust root nor roots
+	// uses the public-good Sigstore instance (as trustRoot: {tuf: {}}). A key authority may
+	// name one for its Rekor logs and timestamp authorities.
+	// +optional
+	TrustRoot *TrustRoot `json:"trustRoot,omitempty"`
+
+	// IgnoreTransparencyLog accepts signatures without a transparency-log (Rekor) proof or
+	// trusted timestamp. Needed for private deployments without Rekor; weakens keyless
+	// verification.
 	// +optional
 	IgnoreTransparencyLog bool `json:"ignoreTransparencyLog,omitempty"`
 
@@ -175,6 +191,123 @@ type Authority struct {
 	// +kubebuilder:validation:MaxLength=8192
 	// +optional
 	RekorPublicKey string `json:"rekorPublicKey,omitempty"`
+}
+
+// TrustRoot is where Sigstore trusted material comes from: a TUF repository (the public-good
+// Sigstore instance or a mirror of it) or a trusted_root.json document. Authorities naming
+// the same source share one copy of it in the manager.
+// +kubebuilder:validation:XValidation:rule="has(self.tuf) != has(self.trustedRoot)",message="a trustRoot sets exactly one of tuf or trustedRoot"
+type TrustRoot struct {
+	// TUF fetches trusted_root.json from a TUF repository and refreshes it daily, caching it
+	// on the manager's cache volume. `tuf: {}` is the public-good Sigstore instance, which
+	// needs egress to tuf-repo-cdn.sigstore.dev.
+	// +optional
+	TUF *TUFTrustRoot `json:"tuf,omitempty"`
+
+	// TrustedRoot is a trusted_root.json document (the format `cosign verify --trusted-root`
+	// takes; `cosign trusted-root create` writes one). Nothing is fetched: the air-gapped
+	// choice.
+	// +optional
+	TrustedRoot *DataSource `json:"trustedRoot,omitempty"`
+}
+
+// TUFTrustRoot is a TUF repository serving a Sigstore trusted_root.json target.
+type TUFTrustRoot struct {
+	// Mirror is the repository's base URL. Absent means the public-good instance,
+	// https://tuf-repo-cdn.sigstore.dev. TUF metadata is signed, so plain HTTP mirrors are
+	// safe.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +optional
+	Mirror string `json:"mirror,omitempty"`
+
+	// Root is the initial root.json trust is bootstrapped from. Absent means the public-good
+	// root built into imagetrust, which is right for the public-good instance and for
+	// verbatim mirrors of it.
+	// +optional
+	Root *DataSource `json:"root,omitempty"`
+}
+
+// NotationVerificationLevel is a Notation trust policy's verification level.
+// +kubebuilder:validation:Enum=strict;permissive;audit;skip
+type NotationVerificationLevel string
+
+// Notation verification levels.
+const (
+	// NotationStrict enforces integrity, authenticity, expiry, timestamps and revocation.
+	NotationStrict NotationVerificationLevel = "strict"
+	// NotationPermissive enforces integrity and authenticity, and only logs expiry and
+	// revocation failures.
+	NotationPermissive NotationVerificationLevel = "permissive"
+	// NotationAudit enforces integrity only in Notation; imagetrust still requires
+	// authenticity before it reports a signature Verified.
+	NotationAudit NotationVerificationLevel = "audit"
+	// NotationSkip verifies nothing: the authority then accepts no signature at all.
+	NotationSkip NotationVerificationLevel = "skip"
+)
+
+// NotationRevocation overrides the revocation check of a verification level.
+// +kubebuilder:validation:Enum=enforce;log;skip
+type NotationRevocation string
+
+// Notation revocation actions.
+const (
+	// NotationRevocationEnforce fails a signature whose certificate is revoked or whose
+	// revocation status cannot be obtained.
+	NotationRevocationEnforce NotationRevocation = "enforce"
+	// NotationRevocationLog checks revocation but only logs a failure.
+	NotationRevocationLog NotationRevocation = "log"
+	// NotationRevocationSkip does not check revocation: no OCSP or CRL request is made.
+	NotationRevocationSkip NotationRevocation = "skip"
+)
+
+// NotationAuthority is one Notation trust policy: the certificates signing chains must end in,
+// the repositories it covers, the identities it accepts and how strictly it verifies.
+// +kubebuilder:validation:XValidation:rule="has(self.trustStore) || (has(self.level) && self.level == 'skip')",message="notation.trustStore is required unless level is skip"
+type NotationAuthority struct {
+	// TrustStore holds the PEM certificates of the "ca" trust store: a signing certificate
+	// chain must end in one of them.
+	// +optional
+	TrustStore *DataSource `json:"trustStore,omitempty"`
+
+	// TSATrustStore holds the PEM root certificates of timestamp authorities whose RFC 3161
+	// countersignatures are trusted ("tsa" trust store).
+	// +optional
+	TSATrustStore *DataSource `json:"tsaTrustStore,omitempty"`
+
+	// RegistryScopes are the repositories the trust policy covers, such as
+	// "registry.example.com/team/app", or "*". Absent means "*".
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=set
+	// +optional
+	RegistryScopes []string `json:"registryScopes,omitempty"`
+
+	// TrustedIdentities are the signing certificate subjects accepted, as
+	// "x509.subject: C=US, ST=WA, O=Example, CN=release", or "*". Absent means "*": any
+	// certificate chaining to the trust store. Notation requires C, ST and O in each DN.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.all(x, x == '*' || x.startsWith('x509.subject:'))",message="trustedIdentities are \"*\" or \"x509.subject: <DN>\""
+	// +listType=set
+	// +optional
+	TrustedIdentities []string `json:"trustedIdentities,omitempty"`
+
+	// Level is the verification level: strict (default), permissive, audit or skip. Whatever
+	// the level, a signature counts as Verified only when its integrity and authenticity
+	// (trust store and identities) verified.
+	// +kubebuilder:default=strict
+	// +optional
+	Level NotationVerificationLevel `json:"level,omitempty"`
+
+	// Revocation overrides the level's revocation check: enforce, log or skip. Checking
+	// contacts the OCSP and CRL URLs the certificates carry: air-gapped clusters set skip
+	// (no request) or log.
+	// +optional
+	Revocation NotationRevocation `json:"revocation,omitempty"`
 }
 
 // KeyAuthority is a cosign public key, inline or from a Secret.
@@ -199,8 +332,8 @@ type KeylessAuthority struct {
 	// +kubebuilder:validation:MaxItems=16
 	Identities []KeylessIdentity `json:"identities"`
 
-	// Roots are PEM certificates of a private Fulcio CA. Without them the public Sigstore
-	// trust root is used.
+	// Roots are PEM certificates of a private Fulcio CA. With neither roots nor the
+	// authority's trustRoot, the public-good Sigstore trust root is used (through TUF).
 	// +kubebuilder:validation:MaxLength=65536
 	// +optional
 	Roots string `json:"roots,omitempty"`

@@ -158,7 +158,40 @@ type SignerIdentity struct {
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
+	// Format is the signature format that verified.
+	// +optional
+	Format SignatureFormat `json:"format,omitempty"`
+	// TimeProof says what proved when the signature was made: a Rekor entry, an RFC 3161
+	// timestamp, or none (transparency log ignored, or a Notation signature checked against
+	// the current time).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	TimeProof string `json:"timeProof,omitempty"`
+	// CertificateSubject is the X.509 subject DN of the signing certificate (Notation).
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	CertificateSubject string `json:"certificateSubject,omitempty"`
+	// CertificateFingerprint is "SHA256:<hex>" of the signing certificate.
+	// +kubebuilder:validation:MaxLength=100
+	// +optional
+	CertificateFingerprint string `json:"certificateFingerprint,omitempty"`
 }
+
+// SignatureFormat is the layout and envelope a signature was verified in.
+// +kubebuilder:validation:Enum=CosignLegacy;SigstoreBundle;Notation
+type SignatureFormat string
+
+// Signature formats.
+const (
+	// SignatureFormatCosignLegacy is cosign's ".sig"/".att" tag layout (cosign v2, or
+	// `cosign sign --new-bundle-format=false`).
+	SignatureFormatCosignLegacy SignatureFormat = "CosignLegacy"
+	// SignatureFormatSigstoreBundle is a Sigstore bundle stored as an OCI referrer (cosign
+	// v3's default).
+	SignatureFormatSigstoreBundle SignatureFormat = "SigstoreBundle"
+	// SignatureFormatNotation is a Notary Project signature (JWS or COSE) stored as a referrer.
+	SignatureFormatNotation SignatureFormat = "Notation"
+)
 
 // SBOMStatus describes the SBOM the findings are based on.
 type SBOMStatus struct {

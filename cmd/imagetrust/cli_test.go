@@ -28,6 +28,7 @@ import (
 // exactly as a user types them.
 type cliWorld struct {
 	vars map[string]string // {IMG} → value, substituted into argv
+	reg  *registrytest.Registry
 }
 
 const uuidVuln = "GHSA-0000-uuid-0001"
@@ -64,7 +65,7 @@ func newCLIWorld(t *testing.T) *cliWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &cliWorld{vars: map[string]string{
+	w := &cliWorld{reg: reg, vars: map[string]string{
 		"{H}": reg.Host(), "{A}": archive,
 		"{IMG}": reg.Repo("team/app:v1"), "{UNK}": reg.Repo("team/unk:v1"), "{GO}": reg.Repo("team/gobins:v1"),
 		"{K}": writeFile(t, dir, "cosign.pub", string(key.PublicPEM)), "{W}": writeFile(t, dir, "other.pub", string(other.PublicPEM)),

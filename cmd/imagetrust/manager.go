@@ -36,6 +36,8 @@ type managerFlags struct {
 	statusRefresh       time.Duration
 	cacheDir            string
 	cacheMaxBytes       int64
+	trustRootCacheDir   string
+	publicGoodTrust     bool
 	dbDir               string
 	dbArchive           string
 	dbArchivePoll       time.Duration
@@ -66,6 +68,9 @@ func (f *managerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.statusRefresh, "status-refresh-interval", 24*time.Hour, "longest a report's checkedAt/scannedAt may lag when nothing else changed")
 	fs.StringVar(&f.cacheDir, "cache-dir", defaultDir("manager"), "directory for the SBOM cache (and the DB when --db-dir is not set); mount a volume to survive restarts")
 	fs.Int64Var(&f.cacheMaxBytes, "cache-max-bytes", 2<<30, "SBOM cache size limit in bytes (0: unlimited)")
+	fs.StringVar(&f.trustRootCacheDir, "trust-root-cache-dir", "", "directory for the TUF trust roots' caches (default <cache-dir>/trust-roots)")
+	fs.BoolVar(&f.publicGoodTrust, "public-good-trust-root", true, "use the public-good Sigstore trust root (TUF, needs egress to tuf-repo-cdn.sigstore.dev) for authorities that name it\n"+
+		"or keyless authorities that name no roots; false for air-gapped clusters: nothing contacts it and such authorities are Stalled")
 	fs.StringVar(&f.dbDir, "db-dir", "", "Grype vulnerability DB directory (default <cache-dir>/vulndb)")
 	fs.StringVar(&f.dbArchive, "db-archive", "", "Grype DB archive to import at start and whenever the file changes (air-gapped)")
 	fs.DurationVar(&f.dbArchivePoll, "db-archive-poll-interval", 30*time.Second, "how often --db-archive is checked for changes")
@@ -186,6 +191,10 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	if err != nil {
 		return err
 	}
+	trustRootDir := f.trustRootCacheDir
+	if trustRootDir == "" {
+		trustRootDir = filepath.Join(f.cacheDir, "trust-roots")
+	}
 
 	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr}
 	if f.metricsSecure {
@@ -230,19 +239,21 @@ func startManager(ctx context.Context, cfg *rest.Config, f managerFlags) error {
 	// admission's tag cache, fed by RegistryScans; set once admission is wired, before Start
 	var tags *admission.TagCache
 	ctrls, err := controllers.Setup(ctx, mgr, controllers.Options{
-		Concurrency:           f.concurrency,
-		MaxFindings:           f.maxFindings,
-		ReportGracePeriod:     f.reportGrace,
-		StatusRefreshInterval: f.statusRefresh,
-		Jitter:                f.jitter,
-		StalledRetryInterval:  f.stalledRetry,
-		DefaultPlatform:       f.defaultPlatform,
-		Registry:              regOpts,
-		DB:                    db,
-		DBSource:              dbSource,
-		Cache:                 cache,
-		ServeAdmission:        f.admission.Enabled(),
-		OnTag:                 func(repo, tag, digest string) { tags.Observe(repo, tag, digest) },
+		Concurrency:                f.concurrency,
+		MaxFindings:                f.maxFindings,
+		ReportGracePeriod:          f.reportGrace,
+		StatusRefreshInterval:      f.statusRefresh,
+		Jitter:                     f.jitter,
+		StalledRetryInterval:       f.stalledRetry,
+		DefaultPlatform:            f.defaultPlatform,
+		Registry:                   regOpts,
+		DB:                         db,
+		DBSource:                   dbSource,
+		Cache:                      cache,
+		ServeAdmission:             f.admission.Enabled(),
+		OnTag:                      func(repo, tag, digest string) { tags.Observe(repo, tag, digest) },
+		TrustRootCacheDir:          trustRootDir,
+		DisablePublicGoodTrustRoot: !f.publicGoodTrust,
 	})
 	if err != nil {
 		return err

@@ -74,6 +74,12 @@ type SignerJSON struct {
 	KeyFingerprint string `json:"keyFingerprint,omitempty"`
 	Subject        string `json:"subject,omitempty"`
 	Issuer         string `json:"issuer,omitempty"`
+	// Format is cosign-legacy, sigstore-bundle or notation.
+	Format string `json:"format,omitempty"`
+	// TimeProof says what proved when the signature was made.
+	TimeProof              string `json:"timeProof,omitempty"`
+	CertificateSubject     string `json:"certificateSubject,omitempty"`
+	CertificateFingerprint string `json:"certificateFingerprint,omitempty"`
 }
 
 // SBOMJSON describes the SBOM used.
@@ -133,7 +139,8 @@ func newReport(image string, results []assessed, db vulndb.Status) ScanReport {
 			Findings: []FindingJSON{}, Verdict: string(a.Verdict.Verdict), ScanReason: a.ScanReason,
 		}
 		for _, s := range a.Verification.Signature.Signers {
-			pr.Signature.Signers = append(pr.Signature.Signers, SignerJSON{Authority: s.Authority, KeyFingerprint: s.KeyFingerprint, Subject: s.Subject, Issuer: s.Issuer})
+			pr.Signature.Signers = append(pr.Signature.Signers, SignerJSON{Authority: s.Authority, KeyFingerprint: s.KeyFingerprint, Subject: s.Subject, Issuer: s.Issuer,
+				Format: string(s.Format), TimeProof: s.TimeProof, CertificateSubject: s.CertificateSubject, CertificateFingerprint: s.CertificateFingerprint})
 		}
 		if a.SBOM != nil {
 			pr.SBOM = SBOMJSON{Source: a.SBOM.Source, Format: a.SBOM.Format, Packages: a.SBOM.Packages, Digest: a.SBOM.Digest, Reason: a.SBOMReason}
@@ -199,6 +206,27 @@ func writeJSON(w io.Writer, r ScanReport) error {
 	return enc.Encode(r)
 }
 
+// signerLine is one signer in the table: who, in which format, and what proved the time.
+func signerLine(s SignerJSON) string {
+	who := s.KeyFingerprint
+	switch {
+	case s.Subject != "":
+		who = s.Subject + " (" + s.Issuer + ")"
+	case s.CertificateSubject != "":
+		who = s.CertificateSubject + " " + s.CertificateFingerprint
+	}
+	var how []string
+	for _, x := range []string{s.Format, s.TimeProof} {
+		if x != "" {
+			how = append(how, x)
+		}
+	}
+	if len(how) == 0 {
+		return s.Authority + ": " + who
+	}
+	return fmt.Sprintf("%s: %s [%s]", s.Authority, who, strings.Join(how, ", "))
+}
+
 func writeTable(w io.Writer, r ScanReport, maxFindings int) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "IMAGE\t%s\n", r.Image)
@@ -209,11 +237,7 @@ func writeTable(w io.Writer, r ScanReport, maxFindings int) error {
 		fmt.Fprintf(tw, "DIGEST\t%s %s\n", p.Digest, p.Platform)
 		sig := p.Signature.State
 		for _, s := range p.Signature.Signers {
-			who := s.KeyFingerprint
-			if s.Subject != "" {
-				who = s.Subject + " (" + s.Issuer + ")"
-			}
-			sig += fmt.Sprintf("; %s: %s", s.Authority, who)
+			sig += "; " + signerLine(s)
 		}
 		if p.Signature.Reason != "" && p.Signature.State != "Verified" {
 			sig += " — " + p.Signature.Reason

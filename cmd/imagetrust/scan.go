@@ -25,6 +25,7 @@ import (
 	"github.com/imagetrust/imagetrust/scanner/sbom"
 	"github.com/imagetrust/imagetrust/scanner/severity"
 	"github.com/imagetrust/imagetrust/scanner/verify"
+	"github.com/imagetrust/imagetrust/scanner/verify/trustroot"
 	"github.com/imagetrust/imagetrust/scanner/vulndb"
 )
 
@@ -55,6 +56,7 @@ type scanFlags struct {
 	caFile               string
 	maxFindings          int
 	timeout              time.Duration
+	trustFlags
 }
 
 func defaultDir(sub string) string {
@@ -91,6 +93,7 @@ func (f *scanFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.caFile, "registry-ca-file", "", "PEM CA bundle for registries with a private CA")
 	fs.IntVar(&f.maxFindings, "max-findings", 50, "findings listed in table output (json lists all)")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "overall time limit")
+	f.trustFlags.register(fs)
 }
 
 // scanCommand is `imagetrust scan`.
@@ -99,6 +102,11 @@ var scanCommand = commandLine{
 	about: `Verify the signatures and attestations of IMAGE (a tag or digest reference), obtain its SBOM
 (attested, referrer or generated with Syft), match it against the Grype vulnerability DB and
 evaluate the policies: --policy files, or one policy made of the signature flags and --fail-on.
+
+Every signature format is looked at: cosign's .sig/.att tags, Sigstore bundles stored as OCI
+referrers (cosign v3's default) and Notation signatures (JWS, COSE). Keyless verification with
+neither --ca-roots nor --trusted-root uses the public-good Sigstore trust root through TUF,
+which needs egress to tuf-repo-cdn.sigstore.dev; offline it fails, never passes.
 
 Exit status: 0 Trusted (or nothing asked to gate), 2 Untrusted, 3 Unknown under a gate (a check
 errored or could not be judged), 1 error, 64 usage error.`,
@@ -138,6 +146,9 @@ func runScan(args []string, stdout io.Writer) error {
 	if err := refuseWithPolicy(fs); err != nil {
 		return err
 	}
+	if err := f.trustFlags.check(fs, f.signers()); err != nil {
+		return err
+	}
 	if !slices.Contains(outputFormats, f.output) {
 		return usageError("scan", "-o %q: want one of %s", f.output, strings.Join(outputFormats, ", "))
 	}
@@ -145,6 +156,7 @@ func runScan(args []string, stdout io.Writer) error {
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, f.timeout)
 	defer cancelT()
+	f.trustRootLoadTimeout = min(f.timeout, time.Minute)
 
 	pols, err := f.policies(ctx)
 	if err != nil {
@@ -217,6 +229,11 @@ var policyOnlyFlags = []string{"key", "certificate-identity", "certificate-ident
 	"certificate-oidc-issuer-regexp", "ca-roots", "ca-intermediates", "rekor-public-key", "ctlog-public-key",
 	"insecure-ignore-tlog", "insecure-ignore-sct", "fail-on", "only-fixed"}
 
+// signers reports whether the command line names a cosign key or a keyless identity.
+func (f *scanFlags) signers() bool {
+	return len(f.keys) > 0 || f.identity != "" || f.identityRE != "" || f.issuer != "" || f.issuerRE != ""
+}
+
 // refuseWithPolicy rejects --policy together with a flag of the implicit policy: a --fail-on
 // that a policy file silently replaced would be a gate that is not there.
 func refuseWithPolicy(fs *flag.FlagSet) error {
@@ -225,7 +242,7 @@ func refuseWithPolicy(fs *flag.FlagSet) error {
 	}
 	var err error
 	fs.Visit(func(fl *flag.Flag) {
-		if err == nil && slices.Contains(policyOnlyFlags, fl.Name) {
+		if err == nil && (slices.Contains(policyOnlyFlags, fl.Name) || slices.Contains(trustOnlyFlags, fl.Name)) {
 			err = usageError("scan", "%s cannot be combined with --policy: put it in the policy (authorities, vulnerabilities)", dashed(fl.Name))
 		}
 	})
@@ -250,14 +267,15 @@ func applicable(pols []scanner.Policy, img scanner.Image) []scanner.Policy {
 // policies builds the policies from --policy files, or one implicit policy from the flags.
 func (f *scanFlags) policies(ctx context.Context) ([]scanner.Policy, error) {
 	if f.policyFile != "" {
-		return policiesFromFiles(ctx, f.policyFile)
+		return policiesFromFiles(ctx, f.policyFile, f.trustRoots(ctx))
 	}
-	return f.implicitPolicy()
+	return f.implicitPolicy(ctx)
 }
 
 // policiesFromFiles reads the ImageTrustPolicies of comma-separated YAML files, every document
-// converted and checked as the manager does.
-func policiesFromFiles(ctx context.Context, files string) ([]scanner.Policy, error) {
+// converted and checked as the manager does. Without a cluster, only inline data can be read:
+// a ConfigMap or Secret reference is an error.
+func policiesFromFiles(ctx context.Context, files string, roots *trustroot.Pool) ([]scanner.Policy, error) {
 	var out []scanner.Policy
 	for _, path := range strings.Split(files, ",") {
 		data, err := os.ReadFile(path)
@@ -276,7 +294,7 @@ func policiesFromFiles(ctx context.Context, files string) ([]scanner.Policy, err
 				continue
 			}
 			applyPolicyDefaults(&p)
-			conv, err := policyconv.Convert(ctx, &p, nil)
+			conv, err := policyconv.Convert(ctx, &p, policyconv.Env{TrustRoots: roots})
 			if err == nil && conv.Policy.Stalled() {
 				err = errors.New(strings.Join(conv.Policy.Problems, "; "))
 			}
@@ -294,55 +312,20 @@ func policiesFromFiles(ctx context.Context, files string) ([]scanner.Policy, err
 
 // implicitPolicy is the one policy the signature flags and --fail-on make, for every image;
 // none when they ask for nothing.
-func (f *scanFlags) implicitPolicy() ([]scanner.Policy, error) {
+func (f *scanFlags) implicitPolicy(ctx context.Context) ([]scanner.Policy, error) {
 	p := scanner.Policy{Policy: policy.Policy{Name: "cli", Images: []string{"**"}}}
-	readPEM := func(path string) ([]byte, error) {
-		if path == "" {
-			return nil, nil
-		}
-		return os.ReadFile(path)
-	}
-	rekor, err := readPEM(f.rekorKey)
+	auths, err := f.authorities(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for i, k := range f.keys {
-		data, err := os.ReadFile(k)
-		if err != nil {
-			return nil, err
-		}
-		p.AuthorityConfigs = append(p.AuthorityConfigs, verify.Authority{
-			Name: fmt.Sprintf("cli/key-%d", i+1), PublicKeyPEM: data, IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor,
-		})
-	}
-	if f.identity != "" || f.identityRE != "" || f.issuer != "" || f.issuerRE != "" {
-		roots, err := readPEM(f.caRoots)
-		if err != nil {
-			return nil, err
-		}
-		if len(roots) == 0 {
-			return nil, errors.New("keyless verification needs --ca-roots (this build does not fetch the public Sigstore trust root)")
-		}
-		inter, err := readPEM(f.caInter)
-		if err != nil {
-			return nil, err
-		}
-		ct, err := readPEM(f.ctlogKey)
-		if err != nil {
-			return nil, err
-		}
-		p.AuthorityConfigs = append(p.AuthorityConfigs, verify.Authority{
-			Name: "cli/keyless", IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor,
-			Keyless: &verify.Keyless{
-				Identities: []verify.Identity{{Subject: f.identity, SubjectRegExp: f.identityRE, Issuer: f.issuer, IssuerRegExp: f.issuerRE}},
-				RootsPEM:   roots, IntermediatesPEM: inter, CTLogPublicKeyPEM: ct, IgnoreSCT: f.ignoreSCT,
-			},
-		})
-	}
-	for _, a := range p.AuthorityConfigs {
+	for _, a := range auths {
 		if err := a.Validate(); err != nil {
+			if a.Notation != nil {
+				return nil, fmt.Errorf("--notation-trust-store: %w", err)
+			}
 			return nil, fmt.Errorf("%s: %w", a.Name, err)
 		}
+		p.AuthorityConfigs = append(p.AuthorityConfigs, a)
 		p.Authorities = append(p.Authorities, a.Name)
 	}
 	p.RequireSignature = len(p.AuthorityConfigs) > 0
@@ -357,6 +340,72 @@ func (f *scanFlags) implicitPolicy() ([]scanner.Policy, error) {
 		return nil, nil // nothing to enforce: report only, verdict Unknown
 	}
 	return []scanner.Policy{p}, nil
+}
+
+// authorities are the implicit policy's authorities: one per --key, one keyless, one Notation.
+func (f *scanFlags) authorities(ctx context.Context) ([]verify.Authority, error) {
+	var out []verify.Authority
+	rekor, err := readOptional(f.rekorKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(f.keys) > 0 {
+		tr, err := f.trustRoot(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		for i, k := range f.keys {
+			data, err := os.ReadFile(k)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, verify.Authority{
+				Name: fmt.Sprintf("cli/key-%d", i+1), PublicKeyPEM: data, IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor, TrustRoot: tr,
+			})
+		}
+	}
+	if f.identity != "" || f.identityRE != "" || f.issuer != "" || f.issuerRE != "" {
+		a, err := f.keylessAuthority(ctx, rekor)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	n, err := f.notationAuthority()
+	if err != nil || n == nil {
+		return out, err
+	}
+	return append(out, *n), nil
+}
+
+func (f *scanFlags) keylessAuthority(ctx context.Context, rekor []byte) (verify.Authority, error) {
+	var files [3][]byte
+	for i, path := range []string{f.caRoots, f.caInter, f.ctlogKey} {
+		data, err := readOptional(path)
+		if err != nil {
+			return verify.Authority{}, err
+		}
+		files[i] = data
+	}
+	tr, err := f.trustRoot(ctx, len(files[0]) == 0)
+	if err != nil {
+		return verify.Authority{}, err
+	}
+	return verify.Authority{
+		Name: "cli/keyless", IgnoreTlog: f.ignoreTlog, RekorPublicKeyPEM: rekor, TrustRoot: tr,
+		Keyless: &verify.Keyless{
+			Identities: []verify.Identity{{Subject: f.identity, SubjectRegExp: f.identityRE, Issuer: f.issuer, IssuerRegExp: f.issuerRE}},
+			RootsPEM:   files[0], IntermediatesPEM: files[1], CTLogPublicKeyPEM: files[2], IgnoreSCT: f.ignoreSCT,
+		},
+	}, nil
+}
+
+// readOptional reads a file named by a flag; nothing when the flag is unset.
+func readOptional(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return os.ReadFile(path)
 }
 
 // applyPolicyDefaults fills what the API server would default for a policy read from a file.

@@ -48,7 +48,7 @@ func TestConvert(t *testing.T) {
 		}
 		return nil, "Secret " + ns + "/" + name + " not found", nil
 	}
-	c, err := Convert(context.Background(), p, read)
+	c, err := Convert(context.Background(), p, Env{Secrets: read})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestConvert(t *testing.T) {
 		t.Errorf("authorities %v, want %v", got, want)
 	}
 	if len(c.Policy.Problems) != 3 || !strings.Contains(c.Policy.Problems[0], "Secret ops/gone not found") ||
-		!strings.Contains(c.Policy.Problems[1], "keyless.roots is empty") || !strings.Contains(c.Policy.Problems[2], "garbage") {
+		!strings.Contains(c.Policy.Problems[1], "trust roots are not available here") || !strings.Contains(c.Policy.Problems[2], "garbage") {
 		t.Errorf("problems %q", c.Policy.Problems)
 	}
 	if len(c.SecretRefs) != 2 {
@@ -73,15 +73,15 @@ func TestConvert(t *testing.T) {
 	}
 
 	// Without a cluster, Secret references are a problem, not a silent drop.
-	c, err = Convert(context.Background(), p, nil)
+	c, err = Convert(context.Background(), p, Env{})
 	if err != nil || !strings.Contains(strings.Join(c.Policy.Problems, ";"), "need a cluster") {
 		t.Fatalf("nil reader: %v %q", err, c.Policy.Problems)
 	}
 	// A failing API call is an error (retry), not a problem (user fix).
 	boom := errors.New("apiserver down")
-	if _, err := Convert(context.Background(), p, func(context.Context, string, string, string) ([]byte, string, error) {
+	if _, err := Convert(context.Background(), p, Env{Secrets: func(context.Context, string, string, string) ([]byte, string, error) {
 		return nil, "", boom
-	}); !errors.Is(err, boom) {
+	}}); !errors.Is(err, boom) {
 		t.Fatalf("read error: %v", err)
 	}
 }

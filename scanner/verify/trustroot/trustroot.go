@@ -11,6 +11,9 @@ package trustroot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -59,6 +62,7 @@ func IsUnavailable(err error) bool {
 type Static struct {
 	name     string
 	material root.TrustedMaterial
+	digest   string // of the document it was parsed from; empty when built in code
 }
 
 // NewStatic wraps material built in code (for example by sigstore-go's root.NewTrustedRoot).
@@ -77,11 +81,26 @@ func FromJSON(name string, doc []byte) (*Static, error) {
 	if len(tr.FulcioCertificateAuthorities()) == 0 && len(tr.RekorLogs()) == 0 && len(tr.TimestampingAuthorities()) == 0 {
 		return nil, fmt.Errorf("trust root %q: trusted_root.json has no certificate authority, transparency log or timestamp authority", name)
 	}
-	return &Static{name: name, material: tr}, nil
+	return &Static{name: name, material: tr, digest: digestOf(doc)}, nil
 }
 
 // Name implements Provider.
 func (s *Static) Name() string { return s.name }
+
+// MarshalJSON identifies the document (its name and digest), not the parsed material, so
+// configurations that name different documents fingerprint differently.
+func (s *Static) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		TrustedRoot string `json:"trustedRoot"`
+		Digest      string `json:"digest,omitempty"`
+	}{s.name, s.digest})
+}
+
+// digestOf is "sha256:<hex>" of data.
+func digestOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // Material implements Provider; it always succeeds.
 func (s *Static) Material(context.Context) (root.TrustedMaterial, error) { return s.material, nil }

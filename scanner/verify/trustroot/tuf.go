@@ -2,6 +2,7 @@ package trustroot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,9 @@ type TUFConfig struct {
 	LoadTimeout time.Duration
 	// HTTPClient fetches TUF files; nil means http.DefaultClient (proxy from the environment).
 	HTTPClient *http.Client
+	// OnLoad, when set, is called after every load, successful or not, so a caller can
+	// re-evaluate what depends on the material without polling. It must not block.
+	OnLoad func()
 }
 
 // Status describes a TUF provider's last loads.
@@ -116,6 +120,18 @@ func NewTUF(cfg TUFConfig) (*TUF, error) {
 
 // Name implements Provider.
 func (t *TUF) Name() string { return t.cfg.Name }
+
+// MarshalJSON identifies the provider's source (mirror and initial root) and whether it holds
+// material, not the material itself: configurations naming different sources fingerprint
+// differently, and so does one whose root has loaded since, so what was judged without the
+// root is judged again.
+func (t *TUF) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		TUF    string `json:"tuf"`
+		Root   string `json:"root"`
+		Loaded bool   `json:"loaded"`
+	}{t.cfg.MirrorURL, digestOf(t.cfg.InitialRoot), t.held()})
+}
 
 // Material implements Provider: the held material, or an UnavailableError wrapping
 // ErrNotLoaded (first load pending) or the first load's failure.
@@ -190,6 +206,9 @@ func (t *TUF) Load(ctx context.Context) error {
 		}
 	}
 	t.record(m, fromCache, err)
+	if t.cfg.OnLoad != nil {
+		t.cfg.OnLoad()
+	}
 	return err
 }
 
