@@ -32,7 +32,7 @@ CERT_MANAGER_VERSION ?= v1.21.2
 IMAGETRUST_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)
 LDFLAGS ?= -X main.version=v$(VERSION) -X main.commit=$(IMAGETRUST_COMMIT)
 
-# Test flags; CI adds -race on the packages where it is affordable.
+# Test flags for `make test` and `make test-race`.
 GOTEST_FLAGS ?= -count=1
 export GOFLAGS ?= -buildvcs=false
 
@@ -78,6 +78,17 @@ control-plane: ## Build kube-apiserver, etcd and kubectl for envtest into bin/k8
 test: control-plane $(KUSTOMIZE) dockerfile-check interop-tools ## Run every test against the real control plane built by hack/control-plane.sh and the upstream signing CLIs.
 	KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
 		go test $(GOTEST_FLAGS) ./...
+
+# The registry fault tests (429, Retry-After, resets), parallel fleet matching and the
+# manager's queue and workers, under the race detector; the rest is single-goroutine or slow
+# enough under -race to cost more than it finds.
+RACE_VULNDB_TESTS := TestConcurrentMatchManyEqualsMatch|TestSmallSBOMDoesNotWaitForALargeOne
+
+.PHONY: test-race
+test-race: control-plane $(KUSTOMIZE) ## The fault and concurrency tests under -race (scanner, scanner/registry, controllers, parallel matching).
+	KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/control-plane.sh)" \
+		go test -race $(GOTEST_FLAGS) ./scanner/ ./scanner/registry/... ./controllers/
+	go test -race $(GOTEST_FLAGS) -run '^($(RACE_VULNDB_TESTS))$$' ./scanner/vulndb/
 
 .PHONY: dockerfile-check
 dockerfile-check: ## Parse Dockerfile and bundle.Dockerfile with BuildKit's parser and check the image hardening.

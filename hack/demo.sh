@@ -37,9 +37,9 @@ stage() {
   fi
 }
 
-stage "downloading Go modules" "~15 s, 2.4 GB into the module cache" \
+stage "downloading Go modules" "~40 s, 2.4 GB into the module cache" \
   go mod download
-stage "building bin/imagetrust and bin/demo" "~4 min on 2 idle cores, 2.2 GB of build cache" \
+stage "building bin/imagetrust and bin/demo" "~6 min on 2 idle cores, 2.2 GB of build cache" \
   go build -trimpath -ldflags "$LDFLAGS" -o bin/ ./cmd/imagetrust ./hack/demo
 assets=$(mktemp)
 trap 'rm -f "$assets"' EXIT

@@ -454,6 +454,8 @@ type ImageTrustPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// MatchedReports counts the reports (namespace and image) this policy currently applies to.
+	// A policy that applies to nothing shows 0.
+	// +kubebuilder:default=0
 	// +optional
 	MatchedReports int32 `json:"matchedReports"`
 	// LastVerificationTime is when the scheduled re-verification last ran.

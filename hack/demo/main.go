@@ -9,12 +9,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -23,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -106,7 +109,8 @@ func run() error {
 
 	c := env.Client
 	logf("applying ImageTrustPolicies, a RegistryScan and demo workloads")
-	if err := applyPolicies(ctx, c, world); err != nil {
+	policies, err := applyPolicies(ctx, c, world)
+	if err != nil {
 		return err
 	}
 	byName := map[string]demo.Image{}
@@ -236,6 +240,24 @@ func run() error {
 		}
 	}
 
+	// Every demo policy names its repositories exactly, so the reports it applies to are the
+	// expected reports of those repositories.
+	wantMatched := map[string]int64{}
+	for _, p := range policies {
+		wantMatched[p.Name] = 0
+		for _, img := range want {
+			if slices.Contains(p.Spec.Images, world.Repo(img.Name)) {
+				wantMatched[p.Name]++
+			}
+		}
+	}
+	logf("waiting for the policies' REPORTS column")
+	matched, err := waitMatched(ctx, c, wantMatched, 30*time.Second)
+	if err != nil {
+		stopManager()
+		return err
+	}
+
 	kubectl := filepath.Join(env.BinaryAssetsDirectory, "kubectl")
 	show := func(title string, args ...string) {
 		fmt.Printf("\n$ kubectl %s\n", strings.Join(args, " "))
@@ -270,6 +292,18 @@ func run() error {
 		}
 		logf("%-15s %-10s %-32s %s", exp.Name, r.Namespace, got, mark)
 	}
+	for _, p := range policies {
+		mark := "ok"
+		if matched[p.Name] != wantMatched[p.Name] {
+			mark = fmt.Sprintf("UNEXPECTED (want %d)", wantMatched[p.Name])
+			failures++
+		}
+		cell := fmt.Sprint(matched[p.Name])
+		if matched[p.Name] < 0 {
+			cell = "(empty)"
+		}
+		logf("policy %-18s REPORTS %-21s %s", p.Name, cell, mark)
+	}
 
 	if keep {
 		fmt.Printf("\nDEMO_KEEP=1: everything stays up. Explore with:\n  export KUBECONFIG=%s\n  %s get itr -A\nManager log: %s\nPress Ctrl-C to stop.\n",
@@ -288,6 +322,36 @@ func run() error {
 	}
 	logf("done: every demo image has the expected verdict")
 	return nil
+}
+
+// waitMatched waits until every policy's status.matchedReports, read as kubectl's REPORTS
+// column reads it (an absent field is an empty cell, not 0), is the wanted count, and returns
+// the counts last seen (-1: absent); a timeout is not an error, the check that follows reports it.
+func waitMatched(ctx context.Context, c client.Client, want map[string]int64, timeout time.Duration) (map[string]int64, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		got := map[string]int64{}
+		var list unstructured.UnstructuredList
+		list.SetGroupVersionKind(v1.GroupVersion.WithKind("ImageTrustPolicyList"))
+		if err := c.List(ctx, &list); err != nil {
+			return nil, err
+		}
+		for _, p := range list.Items {
+			if n, found, _ := unstructured.NestedInt64(p.Object, "status", "matchedReports"); found {
+				got[p.GetName()] = n
+			} else {
+				got[p.GetName()] = -1
+			}
+		}
+		if maps.Equal(got, want) || time.Now().After(deadline) {
+			return got, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func isReady(r *v1.ImageTrustReport) bool {
@@ -323,7 +387,7 @@ func verdict(r *v1.ImageTrustReport) string {
 	return string(r.Status.Policy.Verdict)
 }
 
-func applyPolicies(ctx context.Context, c client.Client, w *demo.World) error {
+func applyPolicies(ctx context.Context, c client.Client, w *demo.World) ([]*v1.ImageTrustPolicy, error) {
 	host := w.Registry.Host()
 	keyPolicy := &v1.ImageTrustPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo-release-key"},
@@ -362,12 +426,13 @@ func applyPolicies(ctx context.Context, c client.Client, w *demo.World) error {
 			Schedule:        "@every 1h",
 		},
 	}
-	for _, p := range []*v1.ImageTrustPolicy{keyPolicy, keylessPolicy} {
+	policies := []*v1.ImageTrustPolicy{keyPolicy, keylessPolicy}
+	for _, p := range policies {
 		if err := c.Create(ctx, p); err != nil {
-			return fmt.Errorf("policy %s: %w", p.Name, err)
+			return nil, fmt.Errorf("policy %s: %w", p.Name, err)
 		}
 	}
-	return nil
+	return policies, nil
 }
 
 func platformDigest(img demo.Image, platform string, w *demo.World) (string, error) {
