@@ -59,11 +59,16 @@ func parseImageID(imageID, specImage string) (repo, digest string, ok bool) {
 // repository name, e.g. "nginx:1.25" → "index.docker.io/library/nginx".
 func normaliseRepo(ref string) (string, error) { return scanner.RepositoryOf(ref) }
 
-// specTag returns the tag of an image reference, "" for digest references; an image with
-// neither is "latest", as the kubelet pulls it.
+// specTag returns the tag of an image reference; an image with neither tag nor digest is
+// "latest", as the kubelet pulls it. A digest reference has a tag only when one is written
+// before the digest ("app:v1@sha256:…" runs the digest, and policies may match on the tag, as
+// admission does).
 func specTag(ref string) string {
-	if strings.Contains(ref, "@") {
-		return ""
+	if at := strings.LastIndex(ref, "@"); at >= 0 {
+		ref = ref[:at]
+		if !strings.Contains(ref[strings.LastIndex(ref, "/")+1:], ":") {
+			return ""
+		}
 	}
 	t, err := name.NewTag(ref, name.WeakValidation)
 	if err != nil {

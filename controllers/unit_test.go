@@ -66,7 +66,9 @@ func TestSpecTagAndDigest(t *testing.T) {
 		{"registry:5000/app:v2", "v2", ""},
 		{"registry:5000/app", "latest", ""},
 		{"app@sha256:" + hexA, "", "sha256:" + hexA},
-		{"app:v1@sha256:" + hexA, "", "sha256:" + hexA},
+		{"app:v1@sha256:" + hexA, "v1", "sha256:" + hexA},
+		{"registry:5000/app@sha256:" + hexA, "", "sha256:" + hexA},
+		{"registry:5000/app:v2@sha256:" + hexA, "v2", "sha256:" + hexA},
 	}
 	for _, tt := range tests {
 		if got := specTag(tt.ref); got != tt.tag {

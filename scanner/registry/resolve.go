@@ -60,16 +60,42 @@ func (c *Client) Resolve(ctx context.Context, image string, platforms []v1.Platf
 	return out, nil
 }
 
-func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platform) ([]Resolved, error) {
-	ref, err := name.ParseReference(image, c.NameOptions(image)...)
+// ParseImage returns the repository and tag Resolve reports for an image reference: the tag is
+// "latest" when neither tag nor digest is written, and the written tag of "repo:tag@digest"
+// (the digest is what runs; policies may match on the tag, as they do in the cluster).
+func ParseImage(image string) (repository, tag string, err error) {
+	ref, tag, err := parseImage(image, name.WeakValidation)
 	if err != nil {
-		return nil, fmt.Errorf("invalid image reference: %w", err)
+		return "", "", err
+	}
+	return ref.Context().Name(), tag, nil
+}
+
+func parseImage(image string, opts ...name.Option) (name.Reference, string, error) {
+	ref, err := name.ParseReference(image, opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("invalid image reference: %w", err)
+	}
+	switch r := ref.(type) {
+	case name.Tag:
+		return ref, r.TagStr(), nil
+	case name.Digest:
+		base := image[:strings.LastIndex(image, "@")]
+		if strings.Contains(base[strings.LastIndex(base, "/")+1:], ":") {
+			if t, err := name.NewTag(base, opts...); err == nil {
+				return ref, t.TagStr(), nil
+			}
+		}
+	}
+	return ref, "", nil
+}
+
+func (c *Client) resolve(ctx context.Context, image string, platforms []v1.Platform) ([]Resolved, error) {
+	ref, tag, err := parseImage(image, c.NameOptions(image)...)
+	if err != nil {
+		return nil, err
 	}
 	repo := ref.Context()
-	tag := ""
-	if t, ok := ref.(name.Tag); ok {
-		tag = t.TagStr()
-	}
 	raw, desc, err := c.lookup(ctx, ref)
 	if err != nil {
 		return nil, err
