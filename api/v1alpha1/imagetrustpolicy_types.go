@@ -22,8 +22,12 @@ const (
 // +kubebuilder:validation:XValidation:rule="!self.requireSignature || (has(self.authorities) && size(self.authorities) > 0)",message="authorities must list at least one key, keyless identity or notation trust policy when requireSignature is true"
 type ImageTrustPolicySpec struct {
 	// Images are glob patterns matched against the image repository, with or without a tag,
-	// for example "registry.example.com/team/*" or "ghcr.io/org/app*". "*" matches within one
-	// path segment, "**" across segments.
+	// for example "registry.example.com/team/*" or "ghcr.io/org/app:1.*". "*" matches within one
+	// path segment, "**" across segments. Docker Hub is written as the kubelet reads it:
+	// "nginx", "docker.io/library/nginx" and "index.docker.io/library/nginx" are one repository.
+	// A pattern with a tag covers an image by the tag it is run or listed under: "app" runs
+	// "latest", "app:1.2@sha256:…" runs the digest under tag 1.2, and "app@sha256:…" has no tag.
+	// The manager, admission and `imagetrust scan --policy` read patterns the same way.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MinLength=1
