@@ -29,10 +29,13 @@ type VersionInfo struct {
 	Commit string `json:"commit,omitempty"`
 	// Go is the toolchain the binary was built with.
 	Go string `json:"go"`
-	// Grype, Syft, Cosign and GoContainerRegistry are the library versions linked in.
+	// Grype, Syft, Cosign, SigstoreGo (Sigstore bundles), NotationGo and GoContainerRegistry
+	// are the library versions linked in.
 	Grype               string `json:"grype"`
 	Syft                string `json:"syft"`
 	Cosign              string `json:"cosign"`
+	SigstoreGo          string `json:"sigstoreGo"`
+	NotationGo          string `json:"notationGo"`
 	GoContainerRegistry string `json:"goContainerRegistry"`
 	// DBSchema is the Grype DB schema this build reads (e.g. v6.1.10); `db status` shows the
 	// installed one.
@@ -44,6 +47,8 @@ var libraries = map[string]func(*VersionInfo) *string{
 	"github.com/anchore/grype":               func(v *VersionInfo) *string { return &v.Grype },
 	"github.com/anchore/syft":                func(v *VersionInfo) *string { return &v.Syft },
 	"github.com/sigstore/cosign/v2":          func(v *VersionInfo) *string { return &v.Cosign },
+	"github.com/sigstore/sigstore-go":        func(v *VersionInfo) *string { return &v.SigstoreGo },
+	"github.com/notaryproject/notation-go":   func(v *VersionInfo) *string { return &v.NotationGo },
 	"github.com/google/go-containerregistry": func(v *VersionInfo) *string { return &v.GoContainerRegistry },
 }
 
@@ -87,7 +92,7 @@ func vcsCommit(settings []debug.BuildSetting) string {
 
 // withUnknowns says "unknown" rather than printing nothing for what the binary does not record.
 func withUnknowns(v VersionInfo) VersionInfo {
-	for _, s := range []*string{&v.Imagetrust, &v.Grype, &v.Syft, &v.Cosign, &v.GoContainerRegistry} {
+	for _, s := range []*string{&v.Imagetrust, &v.Grype, &v.Syft, &v.Cosign, &v.SigstoreGo, &v.NotationGo, &v.GoContainerRegistry} {
 		if *s == "" {
 			*s = "unknown"
 		}
@@ -116,8 +121,8 @@ func runVersion(args []string, stdout io.Writer) error {
 		if commit == "" {
 			commit = "unknown"
 		}
-		fmt.Fprintf(tw, "imagetrust\t%s\ncommit\t%s\ngo\t%s\ngrype\t%s\nsyft\t%s\ncosign\t%s\ngo-containerregistry\t%s\nvulnerability DB schema\t%s\n",
-			v.Imagetrust, commit, v.Go, v.Grype, v.Syft, v.Cosign, v.GoContainerRegistry, v.DBSchema)
+		fmt.Fprintf(tw, "imagetrust\t%s\ncommit\t%s\ngo\t%s\ngrype\t%s\nsyft\t%s\ncosign\t%s\nsigstore-go\t%s\nnotation-go\t%s\ngo-containerregistry\t%s\nvulnerability DB schema\t%s\n",
+			v.Imagetrust, commit, v.Go, v.Grype, v.Syft, v.Cosign, v.SigstoreGo, v.NotationGo, v.GoContainerRegistry, v.DBSchema)
 		return tw.Flush()
 	default:
 		return usageError("version", "-o %q: want table or json", *output)

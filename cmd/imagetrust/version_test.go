@@ -9,7 +9,7 @@ import (
 // the commit, marked dirty for a modified tree; the libraries come from the build information.
 func TestBuildVersion(t *testing.T) {
 	v := buildVersion()
-	if v.Grype != "v0.121.2" || v.Syft != "v1.57.0" || v.Cosign != "v2.6.5" || v.GoContainerRegistry != "v0.22.1" || v.DBSchema != "v6.1.10" {
+	if v.Grype != "v0.121.2" || v.Syft != "v1.57.0" || v.Cosign != "v2.6.5" || v.SigstoreGo != "v1.3.0" || v.NotationGo != "v1.3.2" || v.GoContainerRegistry != "v0.22.1" || v.DBSchema != "v6.1.10" {
 		t.Errorf("library versions %+v", v)
 	}
 	version, commit = "v1.2.3", "0123456789ab"
