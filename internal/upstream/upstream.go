@@ -34,6 +34,10 @@ var (
 	CosignV2 = Tool{"IMAGETRUST_COSIGN_V2", "cosign-v2.6.5"}
 	CosignV3 = Tool{"IMAGETRUST_COSIGN_V3", "cosign-v3.1.3"}
 	Notation = Tool{"IMAGETRUST_NOTATION", "notation-v1.3.2"}
+	// Oras attaches artifacts as referrers; Distribution is the registry that has no
+	// referrers API, so every tool writes the tag schema to it.
+	Oras         = Tool{"IMAGETRUST_ORAS", "oras-v1.3.6"}
+	Distribution = Tool{"IMAGETRUST_DISTRIBUTION_REGISTRY", "registry-v3.1.2"}
 )
 
 // Offline signing flags: no transparency log, no TUF signing config, a plain-HTTP registry.
@@ -166,11 +170,11 @@ func (h *Home) TrustedRoot(out string, services ...string) string {
 	return p
 }
 
-// NotationCert generates a test certificate with `notation cert generate-test` and returns its
-// PEM and the trusted-identity string of its subject.
-func (h *Home) NotationCert(keyName string) ([]byte, string) {
+// NotationCert generates a test certificate with `notation cert generate-test KEY FLAGS...`
+// (e.g. --default) and returns its PEM and the trusted-identity string of its subject.
+func (h *Home) NotationCert(keyName string, flags ...string) ([]byte, string) {
 	h.t.Helper()
-	h.Must(Notation, "cert", "generate-test", keyName)
+	h.Must(Notation, append([]string{"cert", "generate-test", keyName}, flags...)...)
 	certPEM := h.Read(filepath.Join(".config", "notation", "localkeys", keyName+".crt"))
 	block, _ := pem.Decode(certPEM)
 	if block == nil {

@@ -25,17 +25,6 @@ var (
 	verifyOffline = []string{"--insecure-ignore-tlog", "--allow-http-registry"}
 )
 
-// cosignKey generates a cosign key pair (empty password) in e and returns the key paths.
-func cosignKey(e *env, prefix string) (priv, pub string) {
-	e.t.Helper()
-	dir := filepath.Join(e.home, prefix)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		e.t.Fatal(err)
-	}
-	e.must(cosignV3, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "cosign"))
-	return filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
-}
-
 func keyAuthority(t *testing.T, n, pubPath string) verify.Authority {
 	t.Helper()
 	pem, err := os.ReadFile(pubPath)
@@ -59,8 +48,8 @@ func TestCosignKeyBased(t *testing.T) {
 	for _, r := range registries(t) {
 		t.Run(r.name, func(t *testing.T) {
 			e := newEnv(t)
-			key, pub := cosignKey(e, "release")
-			_, otherPub := cosignKey(e, "other")
+			key, pub := e.CosignKey("release")
+			_, otherPub := e.CosignKey("other")
 			for _, tc := range []struct {
 				name    string
 				signers []tool
@@ -77,7 +66,7 @@ func TestCosignKeyBased(t *testing.T) {
 						if s == cosignV2 {
 							flags = v2SignFlags
 						}
-						e.must(s, append(append([]string{"sign", "--key", key}, flags...), ref.String())...)
+						e.Must(s, append(append([]string{"sign", "--key", key}, flags...), ref.String())...)
 					}
 					for _, s := range tc.signers {
 						args := append([]string{"verify", "--key", pub}, verifyOffline...)
@@ -86,17 +75,17 @@ func TestCosignKeyBased(t *testing.T) {
 							// a trusted root even for a key; an empty one is enough.
 							args = append(args, "--trusted-root", emptyTrustedRoot(e))
 						}
-						out, ok := e.run(s, append(args, ref.String())...)
+						out, ok := e.Run(s, append(args, ref.String())...)
 						res := verifier().VerifySignatures(ctx, ref, []verify.Authority{keyAuthority(t, "release", pub)})
-						agree(t, s.file+" verify", true, ok, out, res.State, res.Reason)
+						agree(t, s.File+" verify", true, ok, out, res.State, res.Reason)
 						if got := formats(res.Signers); got != tc.want {
 							t.Errorf("signer formats %q, want %q (%s)", got, tc.want, res.Reason)
 						}
 						// The wrong key: upstream and imagetrust both refuse.
 						args[2] = otherPub
-						out, ok = e.run(s, append(args, ref.String())...)
+						out, ok = e.Run(s, append(args, ref.String())...)
 						res = verifier().VerifySignatures(ctx, ref, []verify.Authority{keyAuthority(t, "other", otherPub)})
-						agree(t, s.file+" verify, wrong key", false, ok, out, res.State, res.Reason)
+						agree(t, s.File+" verify, wrong key", false, ok, out, res.State, res.Reason)
 					}
 				})
 			}
@@ -107,9 +96,9 @@ func TestCosignKeyBased(t *testing.T) {
 // emptyTrustedRoot is a trusted_root.json with no services, made by `cosign trusted-root create`.
 func emptyTrustedRoot(e *env) string {
 	e.t.Helper()
-	p := filepath.Join(e.home, "empty-trusted-root.json")
+	p := filepath.Join(e.Dir, "empty-trusted-root.json")
 	if _, err := os.Stat(p); err != nil {
-		e.must(cosignV3, "trusted-root", "create", "--out", p)
+		e.Must(cosignV3, "trusted-root", "create", "--out", p)
 	}
 	return p
 }
@@ -132,17 +121,17 @@ func TestCosignAttestations(t *testing.T) {
 	for _, r := range registries(t) {
 		t.Run(r.name, func(t *testing.T) {
 			e := newEnv(t)
-			key, pub := cosignKey(e, "release")
+			key, pub := e.CosignKey("release")
 			for _, s := range []tool{cosignV2, cosignV3} {
-				t.Run(s.file, func(t *testing.T) {
-					ref := pushImage(t, r.host, "att/"+s.file)
+				t.Run(s.File, func(t *testing.T) {
+					ref := pushImage(t, r.host, "att/"+s.File)
 					flags := v3SignFlags
 					if s == cosignV2 {
 						flags = v2SignFlags
 					}
 					for _, p := range preds {
-						file := e.file(p.cosignType+".json", []byte(p.body))
-						e.must(s, append(append([]string{"attest", "--key", key, "--type", p.cosignType, "--predicate", file}, flags...), ref.String())...)
+						file := e.File(p.cosignType+".json", []byte(p.body))
+						e.Must(s, append(append([]string{"attest", "--key", key, "--type", p.cosignType, "--predicate", file}, flags...), ref.String())...)
 					}
 					res := verifier().VerifyAttestations(ctx, ref, []verify.Authority{keyAuthority(t, "release", pub)})
 					got := map[string]verify.Attestation{}
@@ -150,13 +139,13 @@ func TestCosignAttestations(t *testing.T) {
 						got[a.PredicateType] = a
 					}
 					for _, p := range preds {
-						out, ok := e.run(s, append([]string{"verify-attestation", "--key", pub, "--type", p.cosignType}, append(verifyOffline, ref.String())...)...)
+						out, ok := e.Run(s, append([]string{"verify-attestation", "--key", pub, "--type", p.cosignType}, append(verifyOffline, ref.String())...)...)
 						a, found := got[p.predicateType]
 						state := res.State
 						if !found {
 							state = verify.Invalid
 						}
-						agree(t, s.file+" verify-attestation --type "+p.cosignType, true, ok, out, state, res.Reason)
+						agree(t, s.File+" verify-attestation --type "+p.cosignType, true, ok, out, state, res.Reason)
 						if found && !jsonEqual(t, a.Predicate, []byte(p.body)) {
 							t.Errorf("%s predicate = %s", p.predicateType, a.Predicate)
 						}
@@ -189,22 +178,22 @@ func TestCosignSignsORASReferrer(t *testing.T) {
 	for _, r := range registries(t) {
 		t.Run(r.name, func(t *testing.T) {
 			e := newEnv(t)
-			key, pub := cosignKey(e, "release")
-			_, otherPub := cosignKey(e, "other")
+			key, pub := e.CosignKey("release")
+			_, otherPub := e.CosignKey("other")
 			ref := pushImage(t, r.host, "sbom/app")
-			e.file("sbom.spdx.json", []byte(spdxPredicate))
-			e.must(orasCLI, "attach", "--plain-http", "--artifact-type", sbom.MediaTypeSPDXJSON, "--export-manifest", "sbom-manifest.json",
+			e.File("sbom.spdx.json", []byte(spdxPredicate))
+			e.Must(orasCLI, "attach", "--plain-http", "--artifact-type", sbom.MediaTypeSPDXJSON, "--export-manifest", "sbom-manifest.json",
 				ref.String(), "sbom.spdx.json:"+sbom.MediaTypeSPDXJSON)
-			sum := sha256.Sum256(e.read("sbom-manifest.json"))
+			sum := sha256.Sum256(e.Read("sbom-manifest.json"))
 			artifact := ref.Context().Digest("sha256:" + hex.EncodeToString(sum[:]))
-			e.must(cosignV3, append(append([]string{"sign", "--key", key}, v3SignFlags...), artifact.String())...)
+			e.Must(cosignV3, append(append([]string{"sign", "--key", key}, v3SignFlags...), artifact.String())...)
 
 			for _, tc := range []struct {
 				name string
 				pub  string
 				want bool
 			}{{"signing key", pub, true}, {"other key", otherPub, false}} {
-				out, ok := e.run(cosignV3, append(append([]string{"verify", "--key", tc.pub}, verifyOffline...), artifact.String())...)
+				out, ok := e.Run(cosignV3, append(append([]string{"verify", "--key", tc.pub}, verifyOffline...), artifact.String())...)
 				auths := []verify.Authority{keyAuthority(t, "release", tc.pub)}
 				res := verifier().VerifyDigestSignature(ctx, artifact, auths)
 				agree(t, "cosign verify of the SBOM referrer with the "+tc.name, tc.want, ok, out, res.State, res.Reason)

@@ -3,7 +3,6 @@ package interop
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,109 +19,37 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
+	"github.com/imagetrust/imagetrust/internal/upstream"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 )
 
 var ctx = context.Background()
 
-// tool is an upstream binary: the Makefile exports its path in env; without it the default
-// path under bin/ (what `make interop-tools` builds) is used.
-type tool struct{ env, file string }
+// tool is an upstream binary that `make interop-tools` builds.
+type tool = upstream.Tool
 
 var (
-	cosignV2     = tool{"IMAGETRUST_COSIGN_V2", "cosign-v2.6.5"}
-	cosignV3     = tool{"IMAGETRUST_COSIGN_V3", "cosign-v3.1.3"}
-	notationCLI  = tool{"IMAGETRUST_NOTATION", "notation-v1.3.2"}
-	orasCLI      = tool{"IMAGETRUST_ORAS", "oras-v1.3.6"}
-	distribution = tool{"IMAGETRUST_DISTRIBUTION_REGISTRY", "registry-v3.1.2"}
+	cosignV2     = upstream.CosignV2
+	cosignV3     = upstream.CosignV3
+	notationCLI  = upstream.Notation
+	orasCLI      = upstream.Oras
+	distribution = upstream.Distribution
 )
 
-func (tl tool) path(t testing.TB) string {
-	t.Helper()
-	p := os.Getenv(tl.env)
-	if p == "" {
-		_, file, _, _ := runtime.Caller(0)
-		p = filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", tl.file)
-	}
-	if fi, err := os.Stat(p); err != nil || fi.IsDir() {
-		t.Fatalf("%s not found at %s (%s): run `make interop-tools` to build the upstream tools", tl.file, p, tl.env)
-	}
-	return p
-}
-
-// env is an isolated home for the CLIs: their config, keys and TUF caches live in it.
+// env is an isolated home for the CLIs (their config, keys and TUF caches), shared with the
+// manager's and the CLI's end-to-end tests.
 type env struct {
-	t    testing.TB
-	home string
+	*upstream.Home
+	t testing.TB
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	return &env{t: t, home: t.TempDir()}
-}
-
-// run executes a tool and returns its combined output and whether it exited 0.
-func (e *env) run(tl tool, args ...string) (string, bool) {
-	e.t.Helper()
-	cmd := exec.Command(tl.path(e.t), args...)
-	cmd.Dir = e.home
-	cmd.Env = []string{
-		"HOME=" + e.home, "XDG_CONFIG_HOME=" + filepath.Join(e.home, ".config"),
-		"PATH=" + os.Getenv("PATH"), "COSIGN_PASSWORD=", "COSIGN_YES=true",
-		"SIGSTORE_NO_CACHE=true", "TUF_ROOT=" + filepath.Join(e.home, ".sigstore", "root"),
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.String(), err == nil
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		e.t.Fatalf("%s %s: timed out\n%s", tl.file, strings.Join(args, " "), out.String())
-	}
-	return "", false
-}
-
-// must runs a tool that has to succeed.
-func (e *env) must(tl tool, args ...string) string {
-	e.t.Helper()
-	out, ok := e.run(tl, args...)
-	if !ok {
-		e.t.Fatalf("%s %s failed:\n%s", tl.file, strings.Join(args, " "), out)
-	}
-	return out
-}
-
-func (e *env) file(name string, content []byte) string {
-	e.t.Helper()
-	p := filepath.Join(e.home, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, content, 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-	return p
-}
-
-func (e *env) read(name string) []byte {
-	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.home, name))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return b
+	return &env{Home: upstream.NewHome(t), t: t}
 }
 
 // reg is a registry under test.
@@ -160,7 +86,7 @@ func distributionRegistry(t testing.TB) string {
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(distribution.path(t), "serve", cfg)
+	cmd := exec.Command(distribution.Path(t), "serve", cfg)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -238,70 +164,6 @@ func agree(t *testing.T, what string, want, upstreamOK bool, upstreamOut string,
 		t.Errorf("%s: %s without a reason", what, state)
 	}
 }
-
-// copyReferrers re-points every referrer manifest of src at dst, content unchanged (blobs are
-// copied into dst's repository): what an attacker copying signatures between images does.
-func copyReferrers(t testing.TB, src, dst name.Digest) {
-	t.Helper()
-	idx, err := remote.Referrers(src, anon...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(im.Manifests) == 0 {
-		t.Fatalf("%s has no referrers to copy", src)
-	}
-	dstDesc, err := remote.Head(dst, anon...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range im.Manifests {
-		got, err := remote.Get(src.Context().Digest(d.Digest.String()), anon...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m v1.Manifest
-		if err := json.Unmarshal(got.Manifest, &m); err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range append([]v1.Descriptor{m.Config}, m.Layers...) {
-			l, err := remote.Layer(src.Context().Digest(b.Digest.String()), anon...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := remote.WriteLayer(dst.Context(), l, anon...); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var raw map[string]any
-		if err := json.Unmarshal(got.Manifest, &raw); err != nil {
-			t.Fatal(err)
-		}
-		raw["subject"] = map[string]any{"mediaType": dstDesc.MediaType, "digest": dstDesc.Digest.String(), "size": dstDesc.Size}
-		b, err := json.Marshal(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, _, err := v1.SHA256(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Put(dst.Context().Digest(h.String()), rawManifest{b, got.MediaType}, anon...); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-type rawManifest struct {
-	raw []byte
-	mt  types.MediaType
-}
-
-func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
-func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
 
 func mustDigest(t testing.TB, s string) name.Digest {
 	t.Helper()

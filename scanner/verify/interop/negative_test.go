@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
+	"github.com/imagetrust/imagetrust/internal/upstream"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
 )
@@ -18,31 +19,31 @@ func TestCosignTampering(t *testing.T) {
 	for _, r := range registries(t) {
 		t.Run(r.name, func(t *testing.T) {
 			e := newEnv(t)
-			key, pub := cosignKey(e, "release")
+			key, pub := e.CosignKey("release")
 			auth := []verify.Authority{keyAuthority(t, "release", pub)}
 			check := func(t *testing.T, what string, s tool, ref string, res verify.SignatureResult) {
 				t.Helper()
 				args := append([]string{"verify", "--key", pub}, verifyOffline...)
-				out, ok := e.run(s, append(args, ref)...)
+				out, ok := e.Run(s, append(args, ref)...)
 				agree(t, what, false, ok, out, res.State, res.Reason)
 			}
 
 			t.Run("v3 bundle copied from another digest", func(t *testing.T) {
 				a, b := pushImage(t, r.host, "copy/bundle-a"), pushImage(t, r.host, "copy/bundle-b")
-				e.must(cosignV3, append(append([]string{"sign", "--key", key}, v3SignFlags...), a.String())...)
-				copyReferrers(t, a, b)
+				e.Must(cosignV3, append(append([]string{"sign", "--key", key}, v3SignFlags...), a.String())...)
+				upstream.CopyReferrers(t, a, b, anon...)
 				check(t, "cosign v3 verify", cosignV3, b.String(), verifier().VerifySignatures(ctx, b, auth))
 			})
 			t.Run("v2 signature copied from another digest", func(t *testing.T) {
 				a, b := pushImage(t, r.host, "copy/sig-a"), pushImage(t, r.host, "copy/sig-b")
-				e.must(cosignV2, append(append([]string{"sign", "--key", key}, v2SignFlags...), a.String())...)
+				e.Must(cosignV2, append(append([]string{"sign", "--key", key}, v2SignFlags...), a.String())...)
 				copySignatureTag(t, a, b)
 				check(t, "cosign v2 verify", cosignV2, b.String(), verifier().VerifySignatures(ctx, b, auth))
 			})
 			t.Run("v3 bundle with a flipped byte", func(t *testing.T) {
 				c := pushImage(t, r.host, "flip/bundle")
-				e.must(cosignV3, append(append([]string{"sign", "--key", key, "--bundle", "flip.bundle.json", "--upload=false"}, v3SignFlags...), c.String())...)
-				flipped := flipDSSESignature(t, e.read("flip.bundle.json"))
+				e.Must(cosignV3, append(append([]string{"sign", "--key", key, "--bundle", "flip.bundle.json", "--upload=false"}, v3SignFlags...), c.String())...)
+				flipped := flipDSSESignature(t, e.Read("flip.bundle.json"))
 				if err := signtest.WriteBundle(ctx, c, flipped, signtest.CosignSignPredicateType, writeOpts()...); err != nil {
 					t.Fatal(err)
 				}
@@ -50,7 +51,7 @@ func TestCosignTampering(t *testing.T) {
 			})
 			t.Run("v2 signature with a changed payload", func(t *testing.T) {
 				d := pushImage(t, r.host, "flip/sig")
-				e.must(cosignV2, append(append([]string{"sign", "--key", key}, v2SignFlags...), d.String())...)
+				e.Must(cosignV2, append(append([]string{"sign", "--key", key}, v2SignFlags...), d.String())...)
 				if err := signtest.TamperSignaturePayload(ctx, d, writeOpts()...); err != nil {
 					t.Fatal(err)
 				}

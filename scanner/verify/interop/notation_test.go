@@ -1,38 +1,16 @@
 package interop
 
 import (
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
+	"github.com/imagetrust/imagetrust/internal/upstream"
 	"github.com/imagetrust/imagetrust/scanner/verify"
 	"github.com/imagetrust/imagetrust/scanner/verify/signtest"
 )
-
-// notationIdentity generates a test certificate with `notation cert generate-test` and returns
-// its PEM and the trusted-identity string of its subject.
-func notationIdentity(e *env, keyName string, makeDefault bool) ([]byte, string) {
-	e.t.Helper()
-	args := []string{"cert", "generate-test", keyName}
-	if makeDefault {
-		args = append(args, "--default")
-	}
-	e.must(notationCLI, args...)
-	certPEM := e.read(filepath.Join(".config", "notation", "localkeys", keyName+".crt"))
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		e.t.Fatalf("no certificate in %s.crt", keyName)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return certPEM, "x509.subject: " + cert.Subject.String()
-}
 
 // notationPolicy writes the CLI's trustpolicy.json: one strict policy trusting store and id.
 func notationPolicy(e *env, store, id string) {
@@ -46,7 +24,7 @@ func notationPolicy(e *env, store, id string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.file(filepath.Join(".config", "notation", "trustpolicy.json"), b)
+	e.File(filepath.Join(".config", "notation", "trustpolicy.json"), b)
 }
 
 // TestNotationCLI signs with notation v1.3.2 in JWS and COSE, by a trusted and an untrusted
@@ -55,8 +33,8 @@ func TestNotationCLI(t *testing.T) {
 	for _, r := range registries(t) {
 		t.Run(r.name, func(t *testing.T) {
 			e := newEnv(t)
-			trusted, id := notationIdentity(e, "acme", true)
-			notationIdentity(e, "evil", false)
+			trusted, id := e.NotationCert("acme", "--default")
+			e.NotationCert("evil")
 			notationPolicy(e, "acme", id)
 			auth := verify.Authority{Name: "notary", Notation: &verify.Notation{TrustStorePEM: trusted, TrustedIdentities: []string{id}}}
 			for _, tc := range []struct {
@@ -75,11 +53,11 @@ func TestNotationCLI(t *testing.T) {
 					if tc.copyFrom {
 						signed = pushImage(t, r.host, "notation/source")
 					}
-					e.must(notationCLI, "sign", "--insecure-registry", "--signature-format", tc.format, "--key", tc.key, signed.String())
+					e.Must(notationCLI, "sign", "--insecure-registry", "--signature-format", tc.format, "--key", tc.key, signed.String())
 					if tc.copyFrom {
-						copyReferrers(t, signed, ref)
+						upstream.CopyReferrers(t, signed, ref, anon...)
 					}
-					out, ok := e.run(notationCLI, "verify", "--insecure-registry", ref.String())
+					out, ok := e.Run(notationCLI, "verify", "--insecure-registry", ref.String())
 					res := verifier().VerifySignatures(ctx, ref, []verify.Authority{auth})
 					agree(t, "notation verify "+tc.name, tc.want, ok, out, res.State, res.Reason)
 					if res.State == verify.Verified {
@@ -106,9 +84,9 @@ func TestNotationTimestamp(t *testing.T) {
 	defer srv.Close()
 	host := ggcrRegistry(t)
 	e := newEnv(t)
-	trusted, id := notationIdentity(e, "acme", true)
-	tsaRoot := e.file("tsa-root.pem", tsa.RootPEM)
-	e.file(filepath.Join(".config", "notation", "truststore", "x509", "tsa", "interop", "tsa-root.pem"), tsa.RootPEM)
+	trusted, id := e.NotationCert("acme", "--default")
+	tsaRoot := e.File("tsa-root.pem", tsa.RootPEM)
+	e.File(filepath.Join(".config", "notation", "truststore", "x509", "tsa", "interop", "tsa-root.pem"), tsa.RootPEM)
 	doc := map[string]any{"version": "1.0", "trustPolicies": []any{map[string]any{
 		"name": "imagetrust-interop", "registryScopes": []string{"*"},
 		"signatureVerification": map[string]any{"level": "strict"},
@@ -118,11 +96,11 @@ func TestNotationTimestamp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.file(filepath.Join(".config", "notation", "trustpolicy.json"), b)
+	e.File(filepath.Join(".config", "notation", "trustpolicy.json"), b)
 
 	ref := pushImage(t, host, "notation/stamped")
-	e.must(notationCLI, "sign", "--insecure-registry", "--timestamp-url", srv.URL, "--timestamp-root-cert", tsaRoot, ref.String())
-	out, ok := e.run(notationCLI, "verify", "--insecure-registry", ref.String())
+	e.Must(notationCLI, "sign", "--insecure-registry", "--timestamp-url", srv.URL, "--timestamp-root-cert", tsaRoot, ref.String())
+	out, ok := e.Run(notationCLI, "verify", "--insecure-registry", ref.String())
 	auth := verify.Authority{Name: "notary", Notation: &verify.Notation{TrustStorePEM: trusted, TSATrustStorePEM: tsa.RootPEM, TrustedIdentities: []string{id}}}
 	res := verifier().VerifySignatures(ctx, ref, []verify.Authority{auth})
 	agree(t, "notation verify, timestamped", true, ok, out, res.State, res.Reason)

@@ -31,12 +31,12 @@ func TestExpiredCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	f := writeLeaf(e, "leaf", leaf)
-	tsaChain := e.file("tsa-chain.pem", tsa.ChainPEM)
-	trPath := cosignTrustedRoot(e, "trusted_root.json",
-		"--fulcio", "url=https://fulcio.private.example,certificate-chain="+f.chain,
+	f := e.Leaf("leaf", leaf)
+	tsaChain := e.File("tsa-chain.pem", tsa.ChainPEM)
+	trPath := e.TrustedRoot("trusted_root.json",
+		"--fulcio", "url=https://fulcio.private.example,certificate-chain="+f.Chain,
 		"--tsa", "url="+tsaSrv.URL+",certificate-chain="+tsaChain)
-	tr, err := trustroot.FromJSON("private", e.read("trusted_root.json"))
+	tr, err := trustroot.FromJSON("private", e.Read("trusted_root.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +50,11 @@ func TestExpiredCertificate(t *testing.T) {
 	for _, r := range registries(t) {
 		for _, stamped := range []bool{false, true} {
 			ref := pushImage(t, r.host, "expiring/"+map[bool]string{false: "plain", true: "stamped"}[stamped])
-			args := append([]string{"sign", "--key", f.key, "--certificate", f.cert, "--certificate-chain", f.chain}, v3SignFlags...)
+			args := append([]string{"sign", "--key", f.Key, "--certificate", f.Cert, "--certificate-chain", f.Chain}, v3SignFlags...)
 			if stamped {
 				args = append(args, "--timestamp-server-url", tsaSrv.URL)
 			}
-			e.must(cosignV3, append(args, ref.String())...)
+			e.Must(cosignV3, append(args, ref.String())...)
 			images = append(images, signed{r, ref.String(), stamped})
 		}
 	}
@@ -63,7 +63,7 @@ func TestExpiredCertificate(t *testing.T) {
 	id := verify.Identity{Issuer: issuer, Subject: subject}
 	for _, im := range images {
 		ref := mustDigest(t, im.ref)
-		out, ok := e.run(cosignV3, append([]string{"verify", "--trusted-root", trPath, "--use-signed-timestamps", "--allow-certificate-chain",
+		out, ok := e.Run(cosignV3, append([]string{"verify", "--trusted-root", trPath, "--use-signed-timestamps", "--allow-certificate-chain",
 			"--certificate-identity", subject, "--certificate-oidc-issuer", issuer, "--insecure-ignore-sct"}, append(verifyOffline, im.ref)...)...)
 		res := verifier().VerifySignatures(ctx, ref, []verify.Authority{keylessAuthority(ca, tr, id)})
 		what := im.reg.name + map[bool]string{false: ": expired certificate, no time proof", true: ": expired certificate, timestamped while valid"}[im.stamped]

@@ -26,28 +26,28 @@ func TestTUFMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	f := writeLeaf(e, "leaf", leaf)
-	cosignTrustedRoot(e, "trusted_root.json", "--fulcio", "url=https://fulcio.private.example,certificate-chain="+f.chain)
-	repo, err := signtest.NewTUFRepo(t.TempDir(), map[string][]byte{trustroot.TrustedRootTarget: e.read("trusted_root.json")}, 24*time.Hour)
+	f := e.Leaf("leaf", leaf)
+	e.TrustedRoot("trusted_root.json", "--fulcio", "url=https://fulcio.private.example,certificate-chain="+f.Chain)
+	repo, err := signtest.NewTUFRepo(t.TempDir(), map[string][]byte{trustroot.TrustedRootTarget: e.Read("trusted_root.json")}, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootJSON := e.file("tuf-root.json", repo.RootJSON)
+	rootJSON := e.File("tuf-root.json", repo.RootJSON)
 	srv := httptest.NewServer(http.FileServer(http.Dir(repo.Dir)))
 	defer srv.Close()
 
 	host := ggcrRegistry(t)
 	ref := pushImage(t, host, "tuf/app")
-	e.must(cosignV3, append(append([]string{"sign", "--key", f.key, "--certificate", f.cert, "--certificate-chain", f.chain}, v3SignFlags...), ref.String())...)
+	e.Must(cosignV3, append(append([]string{"sign", "--key", f.Key, "--certificate", f.Cert, "--certificate-chain", f.Chain}, v3SignFlags...), ref.String())...)
 	verifyArgs := append([]string{"verify", "--certificate-identity", subject, "--certificate-oidc-issuer", issuer,
 		"--insecure-ignore-sct", "--allow-certificate-chain"}, append(verifyOffline, ref.String())...)
 	id := verify.Identity{Issuer: issuer, Subject: subject}
 
 	check := func(e *env, want bool, what string) {
 		t.Helper()
-		out, ok := e.run(cosignV3, "initialize", "--mirror", srv.URL, "--root", rootJSON)
+		out, ok := e.Run(cosignV3, "initialize", "--mirror", srv.URL, "--root", rootJSON)
 		if ok {
-			out, ok = e.run(cosignV3, verifyArgs...)
+			out, ok = e.Run(cosignV3, verifyArgs...)
 		}
 		p, err := trustroot.NewTUF(trustroot.TUFConfig{Name: "mirror", MirrorURL: srv.URL, InitialRoot: repo.RootJSON, CacheDir: t.TempDir(), LoadTimeout: 10 * time.Second})
 		if err != nil {
