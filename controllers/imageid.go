@@ -4,8 +4,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
-
 	"github.com/imagetrust/imagetrust/scanner"
 )
 
@@ -59,22 +57,14 @@ func parseImageID(imageID, specImage string) (repo, digest string, ok bool) {
 // repository name, e.g. "nginx:1.25" → "index.docker.io/library/nginx".
 func normaliseRepo(ref string) (string, error) { return scanner.RepositoryOf(ref) }
 
-// specTag returns the tag of an image reference; an image with neither tag nor digest is
-// "latest", as the kubelet pulls it. A digest reference has a tag only when one is written
-// before the digest ("app:v1@sha256:…" runs the digest, and policies may match on the tag, as
-// admission does).
+// specTag returns the tag of an image reference as the kubelet runs it (scanner.ParseImage):
+// "latest" when neither tag nor digest is written, "" for an invalid reference.
 func specTag(ref string) string {
-	if at := strings.LastIndex(ref, "@"); at >= 0 {
-		ref = ref[:at]
-		if !strings.Contains(ref[strings.LastIndex(ref, "/")+1:], ":") {
-			return ""
-		}
-	}
-	t, err := name.NewTag(ref, name.WeakValidation)
+	_, tag, err := scanner.ParseImage(ref)
 	if err != nil {
 		return ""
 	}
-	return t.TagStr()
+	return tag
 }
 
 // specDigest returns the digest pinned in an image reference, if any.

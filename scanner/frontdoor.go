@@ -212,12 +212,14 @@ func NormalizeSeverity(s string) string { return severity.Normalize(s) }
 // RepositoryOf returns the canonical repository of an image reference, as the scanner names
 // images: "nginx:1.27" → "index.docker.io/library/nginx".
 func RepositoryOf(ref string) (string, error) {
-	r, err := name.ParseReference(ref, name.WeakValidation)
-	if err != nil {
-		return "", err
-	}
-	return r.Context().Name(), nil
+	repo, _, err := registry.ParseImage(ref)
+	return repo, err
 }
+
+// ParseImage returns the canonical repository and the tag of an image reference, as Resolve
+// reports them: "nginx" runs "latest", "app:1.2@sha256:…" runs the digest under tag 1.2, and
+// "app@sha256:…" has no tag. Policies match on that tag wherever they are applied.
+func ParseImage(ref string) (repository, tag string, err error) { return registry.ParseImage(ref) }
 
 // Digest returns the manifest digest a reference points at now — an image index's for a
 // multi-arch tag — with one HEAD through the registry client.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/imagetrust/imagetrust/scanner"
 )
 
 // imageRef is an image reference split the way reports key images: the canonical repository
@@ -34,27 +34,13 @@ func parseImage(image string) (imageRef, error) {
 	if image == "" {
 		return imageRef{}, fmt.Errorf("empty image reference")
 	}
-	base, digest, hasDigest := strings.Cut(image, "@")
-	if hasDigest {
-		d, err := name.NewDigest(image)
-		if err != nil {
-			return imageRef{}, fmt.Errorf("invalid image reference %q: %w", image, err)
-		}
-		ref := imageRef{Repository: d.Context().Name(), Digest: digest}
-		if t, err := name.NewTag(base); err == nil && hasExplicitTag(base) {
-			ref.Tag = t.TagStr()
-		}
-		return ref, nil
-	}
-	t, err := name.NewTag(base)
+	repo, tag, err := scanner.ParseImage(image)
 	if err != nil {
 		return imageRef{}, fmt.Errorf("invalid image reference %q: %w", image, err)
 	}
-	return imageRef{Repository: t.Context().Name(), Tag: t.TagStr()}, nil
-}
-
-// hasExplicitTag reports whether a reference without digest names a tag: a colon after the
-// last slash (a colon before it is a registry port).
-func hasExplicitTag(ref string) bool {
-	return strings.Contains(ref[strings.LastIndex(ref, "/")+1:], ":")
+	ref := imageRef{Repository: repo, Tag: tag}
+	if _, digest, ok := strings.Cut(image, "@"); ok {
+		ref.Digest = digest
+	}
+	return ref, nil
 }
